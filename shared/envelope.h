@@ -1,0 +1,44 @@
+/* The event envelope on diary.events: CloudEvents 1.0 structured mode (JSON) with the
+ * extensions requestid, traceparent, occurredat, clientaddr and ifmatch. Pure: jansson only.
+ * The event types and their data are listed in docs/events.md. */
+#ifndef DIARY_ENVELOPE_H
+#define DIARY_ENVELOPE_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "uuid.h"
+
+#define EVT_TIMELEN  40
+#define EVT_MAX_SIZE (256 * 1024) /* larger events are dead-lettered unread */
+
+struct evt {
+    char id[UUID_STRLEN];      /* the event id */
+    char type[64];             /* e.g. diary.entry.set.v1 */
+    char subject[UUID_STRLEN]; /* the user id, also the Kafka key */
+    char source[128];          /* the ingest node */
+    char time[EVT_TIMELEN];    /* when ingest accepted it, RFC 3339 UTC */
+    char requestid[64];
+    char traceparent[64];
+    char occurredat[EVT_TIMELEN]; /* client time, may be empty */
+    char clientaddr[64];
+    int64_t ifmatch; /* expected resource version, 0 when none */
+    json_t *data;    /* owned reference, a JSON object */
+};
+
+/* Serialises e; the caller frees the result with free(). NULL on allocation failure. */
+char *evt_serialize(const struct evt *e, size_t *len);
+
+/* Parses and checks buf: specversion "1.0", id and subject UUIDs, a known-shaped type,
+ * data an object. On success out->data holds a reference the caller drops with evt_clear().
+ * Returns 0, or -1 with the reason in err. */
+int evt_parse(const char *buf, size_t len, struct evt *out, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+void evt_clear(struct evt *e);
+
+/* Current UTC time as RFC 3339 with milliseconds. */
+void evt_time_now(char out[EVT_TIMELEN]);
+
+#endif
