@@ -75,10 +75,14 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
 deps:
 	@scripts/deps.sh
 
-run: deps all
+# deps runs first and on its own: the flags above come from pkg-config, so the build is a
+# second make that sees the freshly installed packages.
+run: deps
+	@$(MAKE) --no-print-directory all
 	@scripts/stack.sh run
 
-up: deps all
+up: deps
+	@$(MAKE) --no-print-directory all
 	@scripts/stack.sh up
 
 down:
@@ -97,7 +101,8 @@ test: deps
 
 units: $(UNIT)
 
-bench: deps all
+bench: deps
+	@$(MAKE) --no-print-directory all
 	@scripts/bench.sh
 
 format:

@@ -1,0 +1,75 @@
+# Helpers for the end-to-end tests: TAP-like "ok - " / "not ok - " lines and a closing count.
+# Source it after setting top. Tests talk to $DIARY_URL.
+. "$top/scripts/lib.sh"
+
+PASS=0
+FAIL=0
+ok() { PASS=$((PASS + 1)); echo "ok - $*"; }
+notok() { FAIL=$((FAIL + 1)); echo "not ok - $*"; }
+bail() { notok "$*"; echo "# bailing out"; exit 1; }
+
+# check DESCRIPTION COMMAND...: ok when COMMAND succeeds.
+check() {
+  local what=$1; shift
+  if "$@" >/dev/null 2>&1; then ok "$what"; else notok "$what"; fi
+}
+
+# http METHOD PATH [BODY] [curl args...]: sets STATUS, HEADERS and BODY.
+http() {
+  local method=$1 path=$2; shift 2
+  local data=()
+  if [ $# -gt 0 ] && [ "${1:0:1}" != "-" ]; then data=(--data-binary "$1" -H 'Content-Type: application/json'); shift; fi
+  local hf; hf=$(mktemp)
+  BODY=$(curl -s -X "$method" -D "$hf" "${data[@]}" "$@" --max-time 30 "$DIARY_URL$path")
+  HEADERS=$(tr -d '\r' <"$hf")
+  STATUS=$(head -1 "$hf" | awk '{print $2}')
+  rm -f "$hf"
+}
+
+expect_status() {
+  if [ "$STATUS" = "$2" ]; then ok "$1 ($2)"; else notok "$1: status $STATUS, want $2: $(head -c 400 <<<"$BODY")"; fi
+}
+
+# expect_json DESCRIPTION JQ_EXPR EXPECTED_JSON
+expect_json() {
+  local got; got=$(jq -c "$2" <<<"$BODY" 2>/dev/null)
+  if [ "$got" = "$(jq -c -n "$3")" ]; then ok "$1"; else notok "$1: $2 = $got, want $3: $(head -c 400 <<<"$BODY")"; fi
+}
+
+# The last answer is RFC 9457 problem+json with type, title and a status equal to the HTTP one.
+expect_problem() {
+  if grep -qi '^content-type: application/problem+json' <<<"$HEADERS" &&
+     jq -e --argjson s "$STATUS" '(.type|type=="string") and (.title|type=="string") and .status==$s' <<<"$BODY" >/dev/null 2>&1; then
+    ok "$1 is problem+json"
+  else
+    notok "$1 is not problem+json: $(head -c 300 <<<"$HEADERS$BODY")"
+  fi
+}
+
+# The pids of every process the stack under RUN_DIR runs (from its pid files).
+stack_pids() { cat "$1"/pids/*.pid 2>/dev/null | tr '\n' ' '; }
+
+# none_alive DIR PID...: none of the pids lives and no process names DIR (postgres -D, the
+# devbroker's --state).
+none_alive() {
+  local dir=$1 p; shift
+  for p in "$@"; do kill -0 "$p" 2>/dev/null && return 1; done
+  ! pgrep -f -- "$dir" >/dev/null
+}
+
+# Fails the test when any log under dir has a sanitizer report.
+sanitizer_check() {
+  if grep -l -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$1"/*.log 2>/dev/null; then
+    notok "sanitizer reports in $1"
+    grep -h -A 30 -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$1"/*.log | head -60
+    echo "# $TEST_NAME: $PASS passed, $FAIL failed"
+    exit 1
+  fi
+}
+
+TEST_NAME=e2e
+finish() {
+  TEST_NAME=$1
+  echo "# $1: $PASS passed, $FAIL failed"
+  [ "$FAIL" -eq 0 ]
+}
