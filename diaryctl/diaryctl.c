@@ -12,6 +12,8 @@ static int ctl_help(int argc, char **argv);
 static const struct ctl_command commands[] = {
     {"migrate", ctl_migrate, "migrate [--dry-run] [--dir DIR] [--url URL]",
      "apply the versioned, checksummed migrations in schema/migrations"},
+    {"verify", ctl_verify, "verify [--limit N] [--json] URL_A URL_B",
+     "compare two databases per table and per user; exit 0 only when equal"},
     {"config", ctl_config, "config", "print every setting, its default and meaning (Markdown)"},
     {"help", ctl_help, "help", "this list"},
 };
