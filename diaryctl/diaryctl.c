@@ -14,6 +14,12 @@ static const struct ctl_command commands[] = {
      "apply the versioned, checksummed migrations in schema/migrations"},
     {"verify", ctl_verify, "verify [--limit N] [--json] URL_A URL_B",
      "compare two databases per table and per user; exit 0 only when equal"},
+    {"lag", ctl_lag, "lag [--group G] [--json]",
+     "per partition: log end, what the database applied, the lag"},
+    {"tail", ctl_tail, "tail [--changes|--dlq] [--user ID] [--from-beginning] [-e]",
+     "follow the write log or the change stream, readable"},
+    {"audit", ctl_audit, "audit --user ID [--from T] [--to T] [--json]",
+     "a user's writes from the log: time, type, request id, client address"},
     {"config", ctl_config, "config", "print every setting, its default and meaning (Markdown)"},
     {"help", ctl_help, "help", "this list"},
 };

@@ -16,5 +16,8 @@ enum { CTL_OK = 0, CTL_FAIL = 1, CTL_USAGE = 2 };
 int ctl_migrate(int argc, char **argv);
 int ctl_config(int argc, char **argv);
 int ctl_verify(int argc, char **argv);
+int ctl_lag(int argc, char **argv);
+int ctl_tail(int argc, char **argv);
+int ctl_audit(int argc, char **argv);
 
 #endif
