@@ -20,6 +20,8 @@ static const struct ctl_command commands[] = {
      "follow the write log or the change stream, readable"},
     {"audit", ctl_audit, "audit --user ID [--from T] [--to T] [--json]",
      "a user's writes from the log: time, type, request id, client address"},
+    {"import-legacy", ctl_import_legacy, "import-legacy [--dry-run] [--json] DIR",
+     "bring the old application's JSON files into the log as events"},
     {"config", ctl_config, "config", "print every setting, its default and meaning (Markdown)"},
     {"help", ctl_help, "help", "this list"},
 };

@@ -33,6 +33,19 @@ static const struct vrule entry_set[] = {
     {"amount", V_NUMBER, true, 0, 100000, true, NULL},
 };
 
+static const char *const unit_systems[] = {"metric", "imperial", NULL};
+
+static const struct vrule settings_update[] = {
+    {"unit_system", V_ENUM, false, 0, 0, false, unit_systems},
+    {"daily_calorie_goal", V_INTEGER, false, 1, 20000, false, NULL},
+    {"protein_percentage", V_NUMBER, false, 0, 100, false, NULL},
+    {"fat_percentage", V_NUMBER, false, 0, 100, false, NULL},
+};
+
+static const struct vrule weight_set[] = {
+    {"weight", V_NUMBER, true, 0, 999.99, true, NULL},
+};
+
 static double num(json_t *body, const char *k)
 {
     return json_number_value(json_object_get(body, k));
@@ -55,12 +68,25 @@ static void food_check(json_t *body, json_t *errors)
                            "not plausible for the macros (4 kcal/g protein and carbs, 9 fat)");
 }
 
+/* Protein and fat are shares of the calorie goal; carbohydrate takes the rest. When only
+ * one of the two is sent the other keeps its stored value, which the worker checks. */
+static void settings_check(json_t *body, json_t *errors)
+{
+    json_t *p = json_object_get(body, "protein_percentage"), *f = json_object_get(body, "fat_percentage");
+
+    if (p && f && json_number_value(p) + json_number_value(f) > 100)
+        validate_add_error(errors, "fat_percentage",
+                           "protein and fat percentages together exceed 100");
+}
+
 #define SCHEMA(n, r, c) {n, r, sizeof(r) / sizeof(r[0]), c}
 static const struct vschema schemas[] = {
     SCHEMA("user.register", user_register, NULL),
     SCHEMA("session.create", session_create, NULL),
     SCHEMA("food.create", food_create, food_check),
     SCHEMA("diary.entry.set", entry_set, NULL),
+    SCHEMA("settings.update", settings_update, settings_check),
+    SCHEMA("weight.set", weight_set, NULL),
 };
 
 const struct vschema *validate_schema(const char *name)
@@ -197,6 +223,10 @@ json_t *validate_body(const struct vschema *s, json_t *body)
     json_t *errors = json_array(), *v;
     const char *key;
 
+    if (!s) {
+        validate_add_error(errors, "", "no validation rules for this body");
+        return errors;
+    }
     if (!json_is_object(body)) {
         validate_add_error(errors, "", "the body must be a JSON object");
         return errors;
