@@ -22,6 +22,8 @@ static const struct ctl_command commands[] = {
      "a user's writes from the log: time, type, request id, client address"},
     {"import-legacy", ctl_import_legacy, "import-legacy [--dry-run] [--json] DIR",
      "bring the old application's JSON files into the log as events"},
+    {"dlq", ctl_dlq, "dlq list|show P:O|redrive (P:O|--event ID|--all)",
+     "inspect dead letters; send chosen ones back to diary.events"},
     {"config", ctl_config, "config", "print every setting, its default and meaning (Markdown)"},
     {"help", ctl_help, "help", "this list"},
 };

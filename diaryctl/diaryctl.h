@@ -20,5 +20,6 @@ int ctl_lag(int argc, char **argv);
 int ctl_tail(int argc, char **argv);
 int ctl_audit(int argc, char **argv);
 int ctl_import_legacy(int argc, char **argv);
+int ctl_dlq(int argc, char **argv);
 
 #endif
