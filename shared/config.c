@@ -20,6 +20,7 @@ static const struct config_entry config_entries[] = {
     {"DIARY_PWHASH_MEMLIMIT", "0", "ingest: argon2id memory limit in bytes (0 = interactive)"},
     {"DIARY_HASH_THREADS", "2", "ingest: threads that hash and verify passwords"},
     {"DIARY_READ_POOL", "4", "ingest: connections to the replica"},
+    {"DIARY_READ_PREPARED", "true", "ingest: prepare read queries per connection (false behind pgbouncer in transaction mode)"},
     {"DIARY_MAX_BODY", "1048576", "ingest: largest request body in bytes (413 above)"},
     {"DIARY_MAX_CONNECTIONS", "10000", "ingest: open client connections at most"},
     {"DIARY_REQUEST_TIMEOUT_MS", "30000", "ingest: absolute deadline of one request"},
