@@ -10,6 +10,8 @@
 static int ctl_help(int argc, char **argv);
 
 static const struct ctl_command commands[] = {
+    {"topics", ctl_topics, "topics describe|apply [--dry-run] [--alter] [--json]",
+     "check the cluster's topics against topics/*.yaml; create missing ones"},
     {"migrate", ctl_migrate, "migrate [--dry-run] [--dir DIR] [--url URL]",
      "apply the versioned, checksummed migrations in schema/migrations"},
     {"verify", ctl_verify, "verify [--limit N] [--json] URL_A URL_B",

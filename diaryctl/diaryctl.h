@@ -21,5 +21,6 @@ int ctl_tail(int argc, char **argv);
 int ctl_audit(int argc, char **argv);
 int ctl_import_legacy(int argc, char **argv);
 int ctl_dlq(int argc, char **argv);
+int ctl_topics(int argc, char **argv);
 
 #endif
