@@ -33,6 +33,13 @@ static const struct config_entry config_entries[] = {
     {"DIARY_BATCH_MAX", "500", "worker: most events applied in one transaction"},
     {"DIARY_WORKER_ID", NULL, "worker: name in logs and dead letters (default worker-<pid>)"},
     {"DIARY_LOG_LEVEL", "info", "all: debug, info, warn or error"},
+    {"DEVBROKER_TOPICS_DIR", NULL, "devbroker: folder of topic YAML files (or --topics)"},
+    {"DEVBROKER_STATE_DIR", NULL, "devbroker: folder where topics are saved (or --state)"},
+    {"DEVBROKER_BROKERS", "3", "devbroker: number of mock brokers (or --brokers)"},
+    {"DEVBROKER_CONTROL", NULL, "devbroker: loopback host:port of the control endpoint (or --control)"},
+    {"DEVBROKER_BOOTSTRAP_FILE", NULL, "devbroker: file that receives the bootstrap address when ready"},
+    {"DEVBROKER_CONTROL_FILE", NULL, "devbroker: file that receives the control address (default STATE/control.addr)"},
+    {"DEVBROKER_DEBUG", NULL, "devbroker: librdkafka debug contexts for the mock cluster"},
 };
 
 const struct config_entry *config_table(size_t *count)
