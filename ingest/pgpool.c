@@ -808,7 +808,7 @@ pgpool_t *pgpool_new(struct event_base *base, const char *conninfo, int size, ch
             connect_timeout_ms = (int)secs * 1000;
     }
     PQconninfoFree(opts);
-    prep = getenv("DIARY_READ_PREPARED");
+    prep = config_str("DIARY_READ_PREPARED");
     if (prep && *prep && config_parse_bool(prep, &use_prepared) != 0) {
         snprintf(err, errlen, "pgpool: DIARY_READ_PREPARED must be true or false");
         return NULL;

@@ -9,8 +9,10 @@
 static const struct config_entry config_entries[] = {
     {"DIARY_HTTP_ADDR", "127.0.0.1", "ingest: address the HTTP API listens on"},
     {"DIARY_HTTP_PORT", "8080", "ingest: port of the HTTP API"},
+    {"DIARY_HTTP_PORT_FILE", NULL, "ingest: file that receives the bound port (useful with port 0)"},
     {"DIARY_WORKER_ADDR", "127.0.0.1", "worker: address of /healthz, /readyz, /metrics"},
     {"DIARY_WORKER_PORT", "8081", "worker: port of /healthz, /readyz, /metrics (0 = any free)"},
+    {"DIARY_WORKER_PORT_FILE", NULL, "worker: file that receives the bound health port"},
     {"KAFKA_BOOTSTRAP", NULL, "all: Kafka bootstrap servers, host:port[,host:port]"},
     {"PG_PRIMARY_URL", NULL, "worker, diaryctl: libpq URL of the primary"},
     {"PG_REPLICA_URL", NULL, "ingest: libpq URL of the read replica"},

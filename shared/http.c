@@ -34,7 +34,7 @@ const char *http_reason(int status)
 static void send_body(struct evhttp_request *req, int status, const char *ctype, json_t *body)
 {
     struct evbuffer *buf = evbuffer_new();
-    char *s = body ? json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    char *s = body ? json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15)) : NULL;
 
     if (s) {
         evbuffer_add(buf, s, strlen(s));

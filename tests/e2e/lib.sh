@@ -53,8 +53,11 @@ stack_pids() { cat "$1"/pids/*.pid 2>/dev/null | tr '\n' ' '; }
 # devbroker's --state).
 none_alive() {
   local dir=$1 p; shift
-  for p in "$@"; do kill -0 "$p" 2>/dev/null && return 1; done
-  ! pgrep -f -- "$dir" >/dev/null
+  # A zombie (state Z) has exited; only its parent has not reaped it yet.
+  for p in "$@"; do
+    case $(ps -o stat= -p "$p" 2>/dev/null) in "" | Z*) ;; *) return 1 ;; esac
+  done
+  ! pgrep -r R,S,D,T -f -- "$dir" >/dev/null
 }
 
 # Fails the test when any log under dir has a sanitizer report.

@@ -1,0 +1,922 @@
+/* The HTTP side of diary-ingest: evhttp set-up and limits, the route table, connection
+ * accounting, the request context's lifetime (see ingest.h), authentication, body parsing
+ * and validation, and the answers (JSON, problem+json, the access log line, the metrics).
+ *
+ * libevent 2.1 facts this file is built around:
+ * - While a request is with the application, evhttp stops reading its connection, so it
+ *   notices a client that went away only when the answer is written. To stop work for a
+ *   client that left, a request that goes asynchronous also watches its socket for EOF with
+ *   an event of its own (a peek, never a read), and abandons itself when it sees one.
+ * - The connection close callback fires when evhttp frees a connection; it releases the
+ *   connection's accounting and cancels a request still on it.
+ * - evhttp answers a body over its own limit with an HTML 413 before the application sees
+ *   it; its limit is therefore set above DIARY_MAX_BODY, and this file answers
+ *   problem+json for bodies between the two.
+ * - 2.1 has no per-connection callback at accept time, so connections are counted from
+ *   their first request; one beyond DIARY_MAX_CONNECTIONS is answered 503 and closed. */
+#include "ingest.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/keyvalq_struct.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <search.h>
+#include <sodium.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "http.h"
+#include "log.h"
+#include "validate.h"
+
+#define MAX_HEADERS_SIZE   16384
+#define MIN_POS_WAIT_MS    2000 /* Diary-Min-Position: how long a read waits for the replica */
+#define STATUS_CLIENT_GONE 499  /* logged for requests whose client left (nginx's convention) */
+
+static const struct route routes[] = {
+    {ROUTE_POST, "/v1/users", writes_user_create, ROUTE_BODY, "user.register"},
+    {ROUTE_POST, "/v1/sessions", reads_session_create, ROUTE_BODY, "session.create"},
+    {ROUTE_POST, "/v1/foods", writes_food_create, ROUTE_AUTH | ROUTE_BODY, "food.create"},
+    {ROUTE_GET, "/v1/foods/{id}", reads_food_get, ROUTE_AUTH | ROUTE_READ, NULL},
+    {ROUTE_PUT, "/v1/diary/{date}/{meal}/{food_id}", writes_entry_set, ROUTE_AUTH | ROUTE_BODY,
+     "diary.entry.set"},
+    {ROUTE_GET, "/v1/diary/{date}", reads_day_get, ROUTE_AUTH | ROUTE_READ, NULL},
+    {ROUTE_GET, "/v1/events/{id}", reads_event_get, ROUTE_AUTH | ROUTE_READ, NULL},
+    {ROUTE_GET, "/healthz", ops_healthz, 0, NULL},
+    {ROUTE_GET, "/readyz", ops_readyz, 0, NULL},
+    {ROUTE_GET, "/metrics", ops_metrics, 0, NULL},
+};
+#define NROUTES (sizeof(routes) / sizeof(routes[0]))
+
+/* Path parameters are checked by name, for every route that has them, before its handler
+ * runs; a bad one is a 422 naming the parameter. */
+static const struct {
+    const char *name;
+    bool (*ok)(const char *s);
+    const char *message;
+} param_rules[] = {
+    {"id", uuid_valid, "must be a UUID"},
+    {"food_id", uuid_valid, "must be a UUID"},
+    {"date", validate_date, "must be a date YYYY-MM-DD"},
+    {"meal", validate_meal_type, "must be one of breakfast, lunch, dinner, snack"},
+};
+
+/* Fixed titles per problem type (RFC 9457: the title does not change between occurrences). */
+static const struct {
+    const char *slug;
+    const char *title;
+} problem_titles[] = {
+    {"validation", "Your request is not valid."},
+    {"malformed-json", "The request body is not valid JSON."},
+    {"unauthorized", "Authentication is required."},
+    {"not-found", "The resource was not found."},
+    {"method-not-allowed", "The method is not allowed on this resource."},
+    {"payload-too-large", "The request body is too large."},
+    {"unsupported-media-type", "The request body must be application/json."},
+    {"conflict", "The request conflicts with the current state."},
+    {"version-mismatch", "The resource has changed since it was read."},
+    {"unavailable", "The service is unavailable; try again later."},
+    {"timeout", "The request did not complete in time."},
+    {"replica-behind", "The read replica has not caught up with your write yet."},
+    {"rejected", "The write was rejected."},
+    {"internal", "Internal error."},
+};
+
+static char route_label_buf[NROUTES][96];
+static const char *route_labels[NROUTES];
+
+struct conn {
+    struct evhttp_connection *evcon;
+    struct ingest *app;
+    struct req *current; /* the request being served on it, if any */
+};
+
+static void finish(struct req *r, int status);
+
+int64_t ingest_now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* ---- request lifetime ------------------------------------------------------------------ */
+
+bool req_live(const struct req *r)
+{
+    return !r->answered;
+}
+
+void req_hold(struct req *r)
+{
+    r->refs++;
+}
+
+/* Puts a finished request on the graveyard; the reaper frees it after this loop pass. */
+static void maybe_bury(struct req *r)
+{
+    struct ingest *app = r->app;
+
+    if (!r->answered || r->refs > 0 || r->buried)
+        return;
+    r->buried = true;
+    r->grave_next = app->graveyard;
+    app->graveyard = r;
+    event_active(app->reaper, EV_TIMEOUT, 0);
+}
+
+void req_release(struct req *r)
+{
+    if (r->refs <= 0) {
+        log_error(r->rid, "request reference count underflow");
+        abort();
+    }
+    r->refs--;
+    maybe_bury(r);
+}
+
+static void req_free(struct req *r)
+{
+    if (r->deadline_ev)
+        event_free(r->deadline_ev);
+    if (r->eof_ev)
+        event_free(r->eof_ev);
+    if (r->retry_ev)
+        event_free(r->retry_ev);
+    /* A request evhttp detached from a dead connection is ours; freeing it is all that is
+     * left to do with it. */
+    if (r->ev && r->ev_detached)
+        evhttp_request_free(r->ev);
+    json_decref(r->body);
+    json_decref(r->w.data);
+    free(r->w.value);
+    r->app->nreqs--;
+    free(r);
+}
+
+void server_reap(struct ingest *app)
+{
+    struct req *r;
+
+    while ((r = app->graveyard) != NULL) {
+        app->graveyard = r->grave_next;
+        req_free(r);
+    }
+}
+
+static void reaper_cb(evutil_socket_t fd, short what, void *arg)
+{
+    server_reap(arg);
+}
+
+/* Stops everything the request owns that could still call back into it. */
+static void disarm(struct req *r)
+{
+    if (r->deadline_ev)
+        event_del(r->deadline_ev);
+    if (r->eof_ev)
+        event_del(r->eof_ev);
+    if (r->retry_ev)
+        event_del(r->retry_ev);
+    if (r->app->wait && replwait_remove(r->app->wait, &r->wnode)) {
+        /* Its callback will not run: drop the reference it held (the caller buries). */
+        r->wait_cb = NULL;
+        r->refs--;
+    }
+}
+
+static void unlink_live(struct req *r)
+{
+    struct ingest *app = r->app;
+
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        app->live = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    r->prev = r->next = NULL;
+    app->nlive--;
+}
+
+/* The request is answered (or given up): log it, count it, and let it go once no operation
+ * refers to it any more. */
+static void finish(struct req *r, int status)
+{
+    char st[8], dur[32];
+    const char *kv[13];
+    int i = 0;
+
+    r->answered = true;
+    r->status = status;
+    r->ev = r->ev_detached ? r->ev : NULL;
+    disarm(r);
+    if (r->conn) {
+        r->conn->current = NULL;
+        r->conn = NULL;
+    }
+    unlink_live(r);
+    snprintf(st, sizeof(st), "%d", status);
+    snprintf(dur, sizeof(dur), "%.3f", (double)(ingest_now_us() - r->start_us) / 1000.0);
+    kv[i++] = "method", kv[i++] = r->method;
+    kv[i++] = "path", kv[i++] = r->path;
+    kv[i++] = "status", kv[i++] = st;
+    kv[i++] = "duration_ms", kv[i++] = dur;
+    kv[i++] = "peer", kv[i++] = r->peer;
+    if (r->user[0])
+        kv[i++] = "user_id", kv[i++] = r->user;
+    kv[i] = NULL;
+    log_fields(LOG_INFO, r->rid, "request", kv);
+    counters_request(r->app->stats, r->route ? r->route_idx : NROUTES, status);
+    maybe_bury(r);
+}
+
+/* The client went away or its connection is being freed: answer nobody, free what waits. */
+static void abandon(struct req *r, const char *why)
+{
+    if (r->answered)
+        return;
+    r->cancelled = true;
+    log_info(r->rid, "request abandoned: %s", why);
+    if (r->ev && !r->ev_detached) {
+        /* Still on its connection: hand it back to evhttp with an answer nobody reads, and
+         * have the connection closed after it. */
+        evhttp_add_header(evhttp_request_get_output_headers(r->ev), "Connection", "close");
+        evhttp_send_reply(r->ev, STATUS_CLIENT_GONE, "Client Closed Request", NULL);
+        r->ev = NULL;
+    }
+    finish(r, STATUS_CLIENT_GONE);
+}
+
+/* ---- connections ----------------------------------------------------------------------- */
+
+static int conn_cmp(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)((const struct conn *)a)->evcon,
+              y = (uintptr_t)((const struct conn *)b)->evcon;
+    return x < y ? -1 : x > y;
+}
+
+static void conn_close_cb(struct evhttp_connection *evcon, void *arg)
+{
+    struct conn *c = arg;
+    struct ingest *app = c->app;
+    struct req *r = c->current;
+
+    evhttp_connection_set_closecb(evcon, NULL, NULL);
+    tdelete(c, &app->conns, conn_cmp);
+    app->nconns--;
+    if (r) {
+        c->current = NULL;
+        r->conn = NULL;
+        if (r->ev) {
+            /* evhttp frees a request still queued on the connection right after this
+             * callback; one it already detached (its client failed) is left to us. */
+            if (evhttp_request_get_connection(r->ev) == NULL)
+                r->ev_detached = true;
+            else
+                r->ev = NULL;
+        }
+        abandon(r, "the connection closed");
+    }
+    free(c);
+}
+
+/* The connection's record, made on its first request; *fresh tells. NULL on ENOMEM. */
+static struct conn *conn_get(struct ingest *app, struct evhttp_connection *evcon, bool *fresh)
+{
+    struct conn key = {.evcon = evcon}, *c, **found;
+
+    *fresh = false;
+    found = tfind(&key, &app->conns, conn_cmp);
+    if (found)
+        return *found;
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->evcon = evcon;
+    c->app = app;
+    if (!tsearch(c, &app->conns, conn_cmp)) {
+        free(c);
+        return NULL;
+    }
+    app->nconns++;
+    *fresh = true;
+    evhttp_connection_set_closecb(evcon, conn_close_cb, c);
+    return c;
+}
+
+/* ---- answers --------------------------------------------------------------------------- */
+
+const char *req_header(const struct req *r, const char *name)
+{
+    return r->ev ? evhttp_find_header(evhttp_request_get_input_headers(r->ev), name) : NULL;
+}
+
+void req_add_header(struct req *r, const char *name, const char *value)
+{
+    if (r->ev && !r->answered)
+        evhttp_add_header(evhttp_request_get_output_headers(r->ev), name, value);
+}
+
+static bool reply_begin(struct req *r)
+{
+    struct evkeyvalq *out;
+
+    if (r->answered || !r->ev)
+        return false;
+    out = evhttp_request_get_output_headers(r->ev);
+    evhttp_add_header(out, "X-Request-Id", r->rid);
+    if (r->app->draining)
+        evhttp_add_header(out, "Connection", "close");
+    return true;
+}
+
+void req_reply_text(struct req *r, int status, const char *ctype, const char *body, size_t len)
+{
+    struct evbuffer *buf;
+
+    if (!reply_begin(r))
+        return;
+    buf = evbuffer_new();
+    if (buf && body)
+        evbuffer_add(buf, body, len);
+    if (ctype)
+        evhttp_add_header(evhttp_request_get_output_headers(r->ev), "Content-Type", ctype);
+    evhttp_send_reply(r->ev, status, http_reason(status), buf);
+    if (buf)
+        evbuffer_free(buf);
+    finish(r, status);
+}
+
+/* Like shared/http.c's http_reply_json, but numbers print with 15 significant digits so
+ * that 25.4 reads "25.4" rather than "25.399999999999999". */
+void req_reply(struct req *r, int status, json_t *body)
+{
+    char *s = body && !r->answered
+                  ? json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15))
+                  : NULL;
+
+    json_decref(body);
+    if (s) {
+        size_t n = strlen(s);
+        s[n] = '\n'; /* json_dumps leaves room: the NUL becomes the final newline */
+        req_reply_text(r, status, "application/json", s, n + 1);
+    } else {
+        req_reply_text(r, status, NULL, NULL, 0);
+    }
+    free(s);
+}
+
+static const char *title_for(const char *slug)
+{
+    for (size_t i = 0; i < sizeof(problem_titles) / sizeof(problem_titles[0]); i++)
+        if (strcmp(problem_titles[i].slug, slug) == 0)
+            return problem_titles[i].title;
+    return http_reason(500);
+}
+
+void req_problem_titled(struct req *r, int status, const char *slug, const char *title,
+                        const char *detail)
+{
+    if (!reply_begin(r))
+        return;
+    http_reply_problem(r->ev, status, slug, title ? title : title_for(slug), detail, NULL);
+    finish(r, status);
+}
+
+void req_problem(struct req *r, int status, const char *slug, const char *detail, json_t *errors)
+{
+    if (!reply_begin(r)) {
+        json_decref(errors);
+        return;
+    }
+    http_reply_problem(r->ev, status, slug, title_for(slug), detail, errors);
+    finish(r, status);
+}
+
+void req_invalid(struct req *r, const char *field, const char *message)
+{
+    json_t *errors = json_array();
+
+    validate_add_error(errors, field, message);
+    req_problem(r, 422, "validation", "a field is not valid", errors);
+}
+
+void req_unavailable(struct req *r, const char *detail)
+{
+    req_add_header(r, "Retry-After", "1");
+    req_problem(r, 503, "unavailable", detail, NULL);
+}
+
+/* ---- async helpers --------------------------------------------------------------------- */
+
+static void query_done(PGresult *res, const char *err, void *arg)
+{
+    struct req *r = arg;
+    req_query_cb cb = r->query_cb;
+
+    r->query_cb = NULL;
+    if (req_live(r))
+        cb(r, res, err);
+    req_release(r);
+}
+
+int req_query(struct req *r, const char *sql, int nparams, const char *const *params,
+              req_query_cb cb)
+{
+    /* The query's own deadline comes a little before the request's, so that a slow replica
+     * answers 503 from the handler rather than 504 from the request timer. A pool with no
+     * connection up refuses at once: readiness says the same. */
+    int64_t left = r->deadline_ms - replwait_now_ms() - 50;
+
+    if (!pgpool_ready(r->app->pg))
+        return -1;
+    if (left < 50)
+        left = 50;
+    r->query_cb = cb;
+    req_hold(r);
+    if (pgpool_query_timeout(r->app->pg, sql, nparams, params, (int)left, query_done, r) != 0) {
+        r->query_cb = NULL;
+        req_release(r);
+        return -1;
+    }
+    return 0;
+}
+
+static void hash_done(void *arg, enum hashpool_status st, const char *hash)
+{
+    struct req *r = arg;
+    req_hash_cb cb = r->hash_cb;
+
+    r->hash_cb = NULL;
+    if (req_live(r))
+        cb(r, st, hash);
+    req_release(r);
+}
+
+int req_hash(struct req *r, const char *pw, req_hash_cb cb)
+{
+    r->hash_cb = cb;
+    req_hold(r);
+    if (hashpool_hash(r->app->hash, pw, hash_done, r) != 0) {
+        r->hash_cb = NULL;
+        req_release(r);
+        return -1;
+    }
+    return 0;
+}
+
+int req_verify(struct req *r, const char *hash, const char *pw, req_hash_cb cb)
+{
+    r->hash_cb = cb;
+    req_hold(r);
+    if (hashpool_verify(r->app->hash, hash, pw, hash_done, r) != 0) {
+        r->hash_cb = NULL;
+        req_release(r);
+        return -1;
+    }
+    return 0;
+}
+
+static void wait_done(struct replwait_node *n, enum replwait_status st)
+{
+    struct req *r = (struct req *)(void *)((char *)n - offsetof(struct req, wnode));
+    req_wait_cb cb = r->wait_cb;
+
+    r->wait_cb = NULL;
+    if (req_live(r))
+        cb(r, st);
+    req_release(r);
+}
+
+void req_wait(struct req *r, const struct position *pos, int64_t deadline_ms, req_wait_cb cb)
+{
+    r->wnode.partition = pos->partition;
+    r->wnode.offset = pos->offset;
+    r->wnode.deadline_ms = deadline_ms;
+    r->wnode.cb = wait_done;
+    r->wait_cb = cb;
+    req_hold(r);
+    replwait_add(r->app->wait, &r->wnode);
+}
+
+json_t *pgval_number(const PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col))
+        return json_null();
+    return json_real(strtod(PQgetvalue(res, row, col), NULL));
+}
+
+json_t *pgval_integer(const PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col))
+        return json_null();
+    return json_integer(strtoll(PQgetvalue(res, row, col), NULL, 10));
+}
+
+json_t *pgval_string(const PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col))
+        return json_null();
+    return json_string(PQgetvalue(res, row, col));
+}
+
+/* ---- dispatch -------------------------------------------------------------------------- */
+
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct req *r = arg;
+    char detail[96];
+
+    snprintf(detail, sizeof(detail), "no answer within %ld ms; a write may still be applied",
+             r->app->cfg.req_timeout_ms);
+    log_warn(r->rid, "request deadline passed");
+    req_problem(r, 504, "timeout", detail, NULL);
+}
+
+/* Peeks at the socket of a request that waits: EOF or an error means the client left. Bytes
+ * (a pipelined request) mean it is still there, and end the watch. */
+static void eof_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct req *r = arg;
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+
+    if (n > 0)
+        return;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        event_add(r->eof_ev, NULL);
+        return;
+    }
+    abandon(r, n == 0 ? "the client closed the connection" : strerror(errno));
+}
+
+static void watch_eof(struct req *r)
+{
+    struct evhttp_connection *evcon = r->ev ? evhttp_request_get_connection(r->ev) : NULL;
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+
+    if (fd < 0)
+        return;
+    r->eof_ev = event_new(r->app->base, fd, EV_READ, eof_cb, r);
+    if (r->eof_ev)
+        event_add(r->eof_ev, NULL);
+}
+
+static bool authenticate(struct req *r)
+{
+    const char *tok = hdr_bearer(req_header(r, "Authorization"));
+    const char *detail = "an Authorization: Bearer token is required";
+
+    if (tok) {
+        switch (token_verify(r->app->cfg.token_key, tok, (int64_t)time(NULL), &r->claims)) {
+        case TOKEN_OK:
+            uuid_format(&r->claims.user_id, r->user);
+            return true;
+        case TOKEN_EXPIRED:
+            detail = "the token has expired";
+            break;
+        default:
+            detail = "the token is not valid";
+            break;
+        }
+    }
+    req_add_header(r, "WWW-Authenticate",
+                   tok ? "Bearer realm=\"diary\", error=\"invalid_token\""
+                       : "Bearer realm=\"diary\"");
+    req_problem(r, 401, "unauthorized", detail, NULL);
+    return false;
+}
+
+static void min_position_reached(struct req *r, enum replwait_status st)
+{
+    if (st == REPLWAIT_REACHED) {
+        r->route->handler(r);
+        return;
+    }
+    req_add_header(r, "Retry-After", "1");
+    req_problem(r, 503, "replica-behind",
+                "the read replica has not applied Diary-Min-Position yet; retry shortly", NULL);
+}
+
+/* True when the body is within DIARY_MAX_BODY, by its Content-Length and by what arrived. */
+static bool body_size_ok(struct req *r)
+{
+    const char *cl = req_header(r, "Content-Length");
+    size_t have = evbuffer_get_length(evhttp_request_get_input_buffer(r->ev));
+
+    if (cl) {
+        char *end;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (*end == '\0' && n > (unsigned long long)r->app->cfg.max_body)
+            return false;
+    }
+    return have <= (size_t)r->app->cfg.max_body;
+}
+
+static void dispatch(struct req *r)
+{
+    const struct route *rt = r->route;
+    json_t *errors;
+
+    if ((rt->flags & ROUTE_BODY) && !body_size_ok(r)) {
+        char detail[96];
+        snprintf(detail, sizeof(detail), "the body may be at most %ld bytes", r->app->cfg.max_body);
+        req_problem(r, 413, "payload-too-large", detail, NULL);
+        return;
+    }
+    if ((rt->flags & ROUTE_AUTH) && !authenticate(r))
+        return;
+
+    errors = json_array();
+    for (int i = 0; i < r->params.count; i++)
+        for (size_t k = 0; k < sizeof(param_rules) / sizeof(param_rules[0]); k++) {
+            const char *name = param_rules[k].name;
+            if (strlen(name) == r->params.namelens[i] &&
+                memcmp(name, r->params.names[i], r->params.namelens[i]) == 0 &&
+                !param_rules[k].ok(r->params.values[i]))
+                validate_add_error(errors, name, param_rules[k].message);
+        }
+
+    if (rt->flags & ROUTE_BODY) {
+        struct evbuffer *in = evhttp_request_get_input_buffer(r->ev);
+        size_t len = evbuffer_get_length(in);
+        const char *data = len ? (const char *)evbuffer_pullup(in, -1) : "";
+        json_error_t jerr;
+        json_t *verrs;
+
+        if (!hdr_json_content_type(req_header(r, "Content-Type"))) {
+            json_decref(errors);
+            req_problem(r, 415, "unsupported-media-type", "send the body as application/json",
+                        NULL);
+            return;
+        }
+        r->body = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+        if (!r->body) {
+            char detail[256];
+            snprintf(detail, sizeof(detail), "line %d, column %d: %s", jerr.line, jerr.column,
+                     jerr.text);
+            json_decref(errors);
+            req_problem(r, 400, "malformed-json", detail, NULL);
+            return;
+        }
+        verrs = validate_body(validate_schema(rt->schema), r->body);
+        if (verrs) {
+            json_array_extend(errors, verrs);
+            json_decref(verrs);
+        }
+    }
+    if (json_array_size(errors) > 0) {
+        req_problem(r, 422, "validation", "one or more fields are not valid", errors);
+        return;
+    }
+    json_decref(errors);
+
+    if (rt->flags & ROUTE_READ) {
+        const char *mp = req_header(r, "Diary-Min-Position");
+        struct position pos;
+
+        if (mp) {
+            int64_t until = replwait_now_ms() + MIN_POS_WAIT_MS;
+
+            if (position_parse(mp, &pos) != 0) {
+                req_invalid(r, "Diary-Min-Position", "must be a position PARTITION:OFFSET");
+                return;
+            }
+            if (until > r->deadline_ms - 100)
+                until = r->deadline_ms - 100;
+            req_wait(r, &pos, until, min_position_reached);
+            return;
+        }
+    }
+    rt->handler(r);
+}
+
+static unsigned method_bit(enum evhttp_cmd_type cmd)
+{
+    switch (cmd) {
+    case EVHTTP_REQ_GET:
+        return ROUTE_GET;
+    case EVHTTP_REQ_POST:
+        return ROUTE_POST;
+    case EVHTTP_REQ_PUT:
+        return ROUTE_PUT;
+    case EVHTTP_REQ_PATCH:
+        return ROUTE_PATCH;
+    case EVHTTP_REQ_DELETE:
+        return ROUTE_DELETE;
+    default:
+        return 0;
+    }
+}
+
+static const char *method_text(enum evhttp_cmd_type cmd)
+{
+    switch (cmd) {
+    case EVHTTP_REQ_HEAD:
+        return "HEAD";
+    case EVHTTP_REQ_OPTIONS:
+        return "OPTIONS";
+    case EVHTTP_REQ_TRACE:
+        return "TRACE";
+    case EVHTTP_REQ_CONNECT:
+        return "CONNECT";
+    default:
+        return route_method_name(method_bit(cmd));
+    }
+}
+
+static void request_id(struct req *r)
+{
+    const char *given = req_header(r, "X-Request-Id");
+    uint8_t raw[16];
+
+    if (hdr_request_id_ok(given)) {
+        snprintf(r->rid, sizeof(r->rid), "%s", given);
+        return;
+    }
+    randombytes_buf(raw, sizeof(raw));
+    sodium_bin2hex(r->rid, sizeof(r->rid), raw, sizeof(raw));
+}
+
+static void request_cb(struct evhttp_request *ev, void *arg)
+{
+    struct ingest *app = arg;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(ev);
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ev);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    struct req *r = calloc(1, sizeof(*r));
+    struct timeval tv;
+    unsigned allow = 0;
+    bool fresh;
+    char *peer = NULL;
+    ev_uint16_t port = 0;
+
+    if (!r) {
+        evhttp_send_error(ev, 503, NULL);
+        return;
+    }
+    r->app = app;
+    r->ev = ev;
+    r->start_us = ingest_now_us();
+    r->deadline_ms = replwait_now_ms() + app->cfg.req_timeout_ms;
+    app->nreqs++;
+    app->nlive++;
+    r->next = app->live;
+    if (app->live)
+        app->live->prev = r;
+    app->live = r;
+    req_hold(r); /* dispatch's own reference, released at the end of this function */
+
+    request_id(r);
+    snprintf(r->method, sizeof(r->method), "%s", method_text(evhttp_request_get_command(ev)));
+    snprintf(r->path, sizeof(r->path), "%s", path ? path : "");
+    if (evcon) {
+        evhttp_connection_get_peer(evcon, &peer, &port);
+        snprintf(r->peer, sizeof(r->peer), "%s", peer ? peer : "");
+    }
+
+    r->conn = evcon ? conn_get(app, evcon, &fresh) : NULL;
+    if (!r->conn) {
+        req_unavailable(r, "out of memory");
+        goto out;
+    }
+    r->conn->current = r;
+    if (fresh && app->nconns > app->cfg.max_conns) {
+        counters_refused(app->stats);
+        req_add_header(r, "Connection", "close");
+        req_unavailable(r, "too many connections");
+        goto out;
+    }
+    if (app->draining) {
+        req_unavailable(r, "the server is shutting down");
+        goto out;
+    }
+    if (!path || strlen(path) >= sizeof(r->path)) {
+        req_problem(r, 404, "not-found", "no such resource", NULL);
+        goto out;
+    }
+
+    switch (route_find(routes, NROUTES, method_bit(evhttp_request_get_command(ev)), path, &r->route,
+                       &r->params, &allow)) {
+    case ROUTE_NO_PATH:
+        req_problem(r, 404, "not-found", "no such resource", NULL);
+        goto out;
+    case ROUTE_NO_METHOD: {
+        char allowed[64], detail[128];
+        route_allow_header(allow, allowed, sizeof(allowed));
+        snprintf(detail, sizeof(detail), "%s is not allowed here; allowed: %s", r->method, allowed);
+        req_add_header(r, "Allow", allowed);
+        req_problem(r, 405, "method-not-allowed", detail, NULL);
+        goto out;
+    }
+    case ROUTE_FOUND:
+        break;
+    }
+    r->route_idx = (size_t)(r->route - routes);
+
+    r->deadline_ev = evtimer_new(app->base, deadline_cb, r);
+    tv.tv_sec = app->cfg.req_timeout_ms / 1000;
+    tv.tv_usec = (app->cfg.req_timeout_ms % 1000) * 1000;
+    if (!r->deadline_ev || evtimer_add(r->deadline_ev, &tv) != 0) {
+        req_unavailable(r, "out of memory");
+        goto out;
+    }
+    dispatch(r);
+    if (req_live(r))
+        watch_eof(r);
+out:
+    req_release(r);
+}
+
+/* ---- set-up and shutdown --------------------------------------------------------------- */
+
+int server_setup(struct ingest *app, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    long hard_body = app->cfg.max_body * 4;
+
+    for (size_t i = 0; i < NROUTES; i++) {
+        snprintf(route_label_buf[i], sizeof(route_label_buf[i]), "%s %s",
+                 route_method_name(routes[i].method), routes[i].pattern);
+        route_labels[i] = route_label_buf[i];
+    }
+    app->stats = counters_new(route_labels, NROUTES);
+    app->reaper = event_new(app->base, -1, 0, reaper_cb, app);
+    app->http = evhttp_new(app->base);
+    if (!app->stats || !app->reaper || !app->http) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    /* evhttp's own limit is a backstop above ours: see the comment at the top. */
+    if (hard_body < app->cfg.max_body + 65536)
+        hard_body = app->cfg.max_body + 65536;
+    evhttp_set_max_body_size(app->http, hard_body);
+    evhttp_set_max_headers_size(app->http, MAX_HEADERS_SIZE);
+    evhttp_set_timeout(app->http, (int)(app->cfg.req_timeout_ms + 999) / 1000);
+    evhttp_set_allowed_methods(app->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+                                              EVHTTP_REQ_PATCH | EVHTTP_REQ_DELETE |
+                                              EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS);
+    evhttp_set_gencb(app->http, request_cb, app);
+    app->bound =
+        evhttp_bind_socket_with_handle(app->http, app->cfg.addr, (ev_uint16_t)app->cfg.port);
+    if (!app->bound) {
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", app->cfg.addr, app->cfg.port,
+                 strerror(errno));
+        return -1;
+    }
+    if (getsockname(evhttp_bound_socket_get_fd(app->bound), (struct sockaddr *)&ss, &sl) != 0) {
+        snprintf(err, errlen, "getsockname: %s", strerror(errno));
+        return -1;
+    }
+    app->port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                         : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    return 0;
+}
+
+void server_stop_accepting(struct ingest *app)
+{
+    app->draining = true;
+    if (app->bound) {
+        evhttp_del_accept_socket(app->http, app->bound);
+        app->bound = NULL;
+    }
+}
+
+void server_abandon_all(struct ingest *app, const char *why)
+{
+    while (app->live)
+        req_unavailable(app->live, why);
+}
+
+static void free_conn(void *p)
+{
+    free(p);
+}
+
+void server_teardown(struct ingest *app)
+{
+    server_reap(app);
+    if (app->http)
+        evhttp_free(app->http); /* frees the connections: their close callbacks run */
+    app->http = NULL;
+    if (app->conns) {
+        tdestroy(app->conns, free_conn);
+        app->conns = NULL;
+    }
+    if (app->reaper)
+        event_free(app->reaper);
+    app->reaper = NULL;
+    counters_destroy(app->stats);
+    app->stats = NULL;
+}
