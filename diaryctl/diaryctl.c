@@ -14,6 +14,8 @@ static const struct ctl_command commands[] = {
      "check the cluster's topics against topics/*.yaml; create missing ones"},
     {"migrate", ctl_migrate, "migrate [--dry-run] [--dir DIR] [--url URL]",
      "apply the versioned, checksummed migrations in schema/migrations"},
+    {"replay", ctl_replay, "replay --url DB [--group G] [--from-*] [--follow] [--dry-run]",
+     "apply a range of diary.events into a database with the workers' apply code"},
     {"verify", ctl_verify, "verify [--limit N] [--json] URL_A URL_B",
      "compare two databases per table and per user; exit 0 only when equal"},
     {"lag", ctl_lag, "lag [--group G] [--json]",

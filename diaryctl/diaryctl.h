@@ -22,5 +22,6 @@ int ctl_audit(int argc, char **argv);
 int ctl_import_legacy(int argc, char **argv);
 int ctl_dlq(int argc, char **argv);
 int ctl_topics(int argc, char **argv);
+int ctl_replay(int argc, char **argv);
 
 #endif
