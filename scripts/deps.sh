@@ -8,6 +8,8 @@ pkgs=(build-essential pkg-config librdkafka-dev libpq-dev libevent-dev libjansso
       kcat curl python3 python3-confluent-kafka jq clang-format)
 
 missing=()
+# Node (for the kafkajs client test) usually comes with the machine; else Debian's.
+command -v node >/dev/null && command -v npm >/dev/null || pkgs+=(nodejs npm)
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
