@@ -33,6 +33,8 @@ static const struct config_entry config_entries[] = {
     {"DIARY_CHANGES_TOPIC", "diary.changes", "worker: the change stream"},
     {"DIARY_DLQ_TOPIC", "diary.events.dlq", "worker: dead letters"},
     {"DIARY_BATCH_MAX", "500", "worker: most events applied in one transaction"},
+    {"DIARY_SESSION_TIMEOUT_MS", "10000", "worker: consumer group session timeout (how soon a dead worker's partitions move)"},
+    {"DIARY_APPLY_MODE", "set", "worker: set (set-based statements per batch) or event (one call per event)"},
     {"DIARY_WORKER_ID", NULL, "worker: name in logs and dead letters (default worker-<pid>)"},
     {"DIARY_LOG_LEVEL", "info", "all: debug, info, warn or error"},
     {"DEVBROKER_TOPICS_DIR", NULL, "devbroker: folder of topic YAML files (or --topics)"},

@@ -1,0 +1,1055 @@
+#include "apply.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "apply_event.h"
+#include "envelope.h"
+#include "log.h"
+
+/* A statement that has not answered for this long is taken for a dead connection. */
+#define DB_IO_TIMEOUT_MS 60000
+
+/* The SQLSTATE diary_offsets_advance raises when the partition's position moved. */
+#define SQLSTATE_STALE "DY001"
+
+/* How a message of the batch is sent. A message goes down this list when it fails alone. */
+enum plan {
+    PLAN_SQL,         /* its type's diary_apply_* function */
+    PLAN_RECORD_DEAD, /* diary_event_dead (rejected under its id), then the dead letters */
+    PLAN_DEAD         /* no usable id: only the dead letters */
+};
+
+/* Per message state of the current call. The binds point into the item itself, so the items
+ * array is only grown between calls. */
+struct item {
+    const struct apply_msg *msg;
+    struct evt evt; /* parsed envelope; evt.data owned, dropped at the end of the call */
+    bool parsed;
+    const struct apply_event_type *type;
+    struct apply_bind bind;
+    enum plan plan;
+    char id[UUID_STRLEN], subject[UUID_STRLEN], evtype[APPLY_TYPELEN];
+    char hash[APPLY_HASH_HEXLEN];
+    char partition[16], offset[24];
+    const char *dead_values[7];
+    char error[256];  /* why it is dead-lettered */
+    char reason[256]; /* the rejection's reason, from the database */
+    int attempts;
+    enum apply_outcome outcome; /* tentative until the transaction commits */
+    unsigned round;             /* set-based path: its round, 0 when it sends nothing */
+};
+
+/* One statement of a transaction's pipeline, to know what its result belongs to. */
+enum cmd_kind {
+    CMD_BEGIN,
+    CMD_CAS,
+    CMD_ITEM,    /* a per-event statement of items[item] */
+    CMD_REDRIVE, /* diary_event_redrive for items[item] */
+    CMD_SET,     /* a set-based statement: one result row per event, by index */
+    CMD_FLUSH,   /* diary_apply_flush */
+    CMD_END      /* COMMIT or ROLLBACK */
+};
+
+struct cmd {
+    enum cmd_kind kind;
+    size_t item;
+};
+
+struct apply_ctx {
+    PGconn *conn;     /* borrowed */
+    int prepared_pid; /* backend the statements were prepared on; 0: none */
+    char *group, *topic, *worker, *source;
+    apply_dead_letter_fn dead_letter_cb;
+    void *cb_opaque;
+    enum apply_mode mode;
+    struct item *items;
+    enum apply_outcome *outcomes;
+    size_t cap;
+    /* Scratch of the set-based path, sized with the items: the keys of each item, where
+     * each item's keys start (cap + 1), its round, and the pipeline's commands. */
+    struct apply_key *keys;
+    size_t *key_first;
+    unsigned *rounds;
+    struct cmd *cmds;
+    size_t cmd_cap;
+    PGresult *outbox_res; /* backs outbox_rows */
+    struct apply_outbox_row *outbox_rows;
+    size_t outbox_cap;
+};
+
+static const struct {
+    const char *name;
+    const char *sql;
+} statements[] = {
+    {"apply_cas", "SELECT diary_offsets_advance($1::text, $2::text, $3::integer, $4::bigint, "
+                  "$5::bigint)"},
+    {"apply_dead", "SELECT diary_event_dead($1::uuid, $2::uuid, $3::text, $4::integer, "
+                   "$5::bigint, $6::bytea, $7::text)"},
+    {"apply_offsets_load",
+     "WITH ins AS (INSERT INTO consumer_offsets (group_id, topic, \"partition\", next_offset) "
+     "SELECT $1::text, $2::text, $3::integer, $4::bigint WHERE $4::bigint >= 0 "
+     "ON CONFLICT DO NOTHING RETURNING next_offset) "
+     "SELECT next_offset FROM ins UNION ALL SELECT next_offset FROM consumer_offsets "
+     "WHERE group_id = $1::text AND topic = $2::text AND \"partition\" = $3::integer"},
+    {"apply_outbox_fetch",
+     "SELECT seq, user_id::text, event::text, event->>'type', coalesce(request_id, '') "
+     "FROM outbox WHERE \"partition\" = $1::integer ORDER BY seq LIMIT $2::bigint"},
+    /* The partition lets the (partition, seq) index find the rows. */
+    {"apply_outbox_delete",
+     "DELETE FROM outbox WHERE \"partition\" = $1::integer AND seq = ANY($2::bigint[])"},
+    {"apply_flush", "SELECT diary_apply_flush($1::integer, $2::text, $3::text)"},
+    {"apply_redrive", "SELECT diary_event_redrive($1::uuid)"},
+};
+
+enum txn_status { TXN_OK, TXN_STALE, TXN_RETRY, TXN_FATAL, TXN_ITEM_FAILED };
+
+bool apply_transient(const char *sqlstate, bool connection_bad)
+{
+    static const char *const codes[] = {"40001", "40P01", "57P01", "57P02",
+                                        "57P03", "57014", "55P03", NULL};
+
+    if (connection_bad)
+        return true;
+    if (!sqlstate)
+        return false;
+    /* Class 08: connection exception; class 53: insufficient resources. */
+    if (strncmp(sqlstate, "08", 2) == 0 || strncmp(sqlstate, "53", 2) == 0)
+        return true;
+    for (const char *const *c = codes; *c; c++)
+        if (strcmp(*c, sqlstate) == 0)
+            return true;
+    return false;
+}
+
+static char *dup_or(const char *s, const char *def)
+{
+    return strdup(s ? s : def);
+}
+
+apply_ctx_t *apply_new(PGconn *conn, const struct apply_opts *opts)
+{
+    apply_ctx_t *ctx = calloc(1, sizeof(*ctx));
+    char source[300];
+
+    if (!ctx)
+        return NULL;
+    ctx->conn = conn;
+    ctx->group = dup_or(opts->group, "diary-apply");
+    ctx->topic = dup_or(opts->topic, "diary.events");
+    ctx->worker = dup_or(opts->worker, "diary-worker");
+    snprintf(source, sizeof(source), "diary-worker/%s", ctx->group ? ctx->group : "");
+    ctx->source = strdup(source);
+    ctx->dead_letter_cb = opts->dead_letter_cb;
+    ctx->cb_opaque = opts->cb_opaque;
+    ctx->mode = opts->mode;
+    if (!ctx->group || !ctx->topic || !ctx->worker || !ctx->source) {
+        apply_destroy(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+void apply_destroy(apply_ctx_t *ctx)
+{
+    if (!ctx)
+        return;
+    PQclear(ctx->outbox_res);
+    free(ctx->outbox_rows);
+    free(ctx->items);
+    free(ctx->outcomes);
+    free(ctx->keys);
+    free(ctx->key_first);
+    free(ctx->rounds);
+    free(ctx->cmds);
+    free(ctx->group);
+    free(ctx->topic);
+    free(ctx->worker);
+    free(ctx->source);
+    free(ctx);
+}
+
+void apply_set_conn(apply_ctx_t *ctx, PGconn *conn)
+{
+    ctx->conn = conn;
+    ctx->prepared_pid = 0;
+}
+
+static const char *sqlstate_of(const PGresult *res)
+{
+    return res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+}
+
+/* The server's primary message (else the first line of libpq's), for a one-line log. */
+static void error_text(const PGresult *res, PGconn *conn, char *out, size_t outlen)
+{
+    const char *m = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    size_t n;
+
+    if (!m || !*m)
+        m = res ? PQresultErrorMessage(res) : NULL;
+    if (!m || !*m)
+        m = PQerrorMessage(conn);
+    if (!m || !*m)
+        m = "connection lost";
+    n = strcspn(m, "\n");
+    snprintf(out, outlen, "%.*s", (int)n, m);
+}
+
+/* Prepares one statement. 42P05 (already prepared on this backend: apply_set_conn on a used
+ * connection) is fine. */
+static int prepare_one(apply_ctx_t *ctx, const char *name, const char *sql, char *err,
+                       size_t errlen)
+{
+    PGresult *res = PQprepare(ctx->conn, name, sql, 0, NULL);
+    int rc = APPLY_OK;
+
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        const char *state = sqlstate_of(res);
+
+        if (!state || strcmp(state, "42P05") != 0) {
+            char msg[200];
+            error_text(res, ctx->conn, msg, sizeof(msg));
+            rc = apply_transient(state, PQstatus(ctx->conn) != CONNECTION_OK) ? APPLY_RETRY
+                                                                              : APPLY_FATAL;
+            snprintf(err, errlen, "postgres: preparing %s: %s%s", name, msg,
+                     rc == APPLY_FATAL ? " (are the migrations in schema/ applied?)" : "");
+        }
+    }
+    PQclear(res);
+    return rc;
+}
+
+/* Prepares the statements and opens the session's staging table once per backend: a new or
+ * reset connection has neither. */
+static int ensure_prepared(apply_ctx_t *ctx, char *err, size_t errlen)
+{
+    int pid = PQbackendPID(ctx->conn);
+    size_t ntypes;
+    const struct apply_event_type *types = apply_event_types(&ntypes);
+    PGresult *res;
+    int rc;
+
+    if (PQstatus(ctx->conn) != CONNECTION_OK) {
+        snprintf(err, errlen, "postgres: not connected");
+        return APPLY_RETRY;
+    }
+    if (pid != 0 && pid == ctx->prepared_pid)
+        return APPLY_OK;
+    for (size_t i = 0; i < sizeof(statements) / sizeof(statements[0]); i++) {
+        rc = prepare_one(ctx, statements[i].name, statements[i].sql, err, errlen);
+        if (rc != APPLY_OK)
+            return rc;
+    }
+    for (size_t i = 0; i < ntypes; i++) {
+        char sql[512];
+
+        if (apply_event_sql(&types[i], sql, sizeof(sql)) != 0) {
+            snprintf(err, errlen, "%s: statement too long", types[i].function);
+            return APPLY_FATAL;
+        }
+        rc = prepare_one(ctx, types[i].function, sql, err, errlen);
+        if (rc != APPLY_OK)
+            return rc;
+        snprintf(sql, sizeof(sql),
+                 "SELECT idx, status, reason, resource FROM %s($1::integer, $2::jsonb)",
+                 types[i].set_function);
+        rc = prepare_one(ctx, types[i].set_function, sql, err, errlen);
+        if (rc != APPLY_OK)
+            return rc;
+    }
+    res = PQexec(ctx->conn, "SELECT diary_stage_open()");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        char msg[200];
+        error_text(res, ctx->conn, msg, sizeof(msg));
+        rc = apply_transient(sqlstate_of(res), PQstatus(ctx->conn) != CONNECTION_OK) ? APPLY_RETRY
+                                                                                     : APPLY_FATAL;
+        snprintf(err, errlen, "postgres: diary_stage_open: %s", msg);
+        PQclear(res);
+        return rc;
+    }
+    PQclear(res);
+    ctx->prepared_pid = pid;
+    return APPLY_OK;
+}
+
+/* Waits until libpq can hand out the next result without blocking, flushing what is queued
+ * and reading what arrives at the same time: a large pipeline cannot deadlock on full socket
+ * buffers. False when the connection failed or stayed silent too long. */
+static bool pipe_wait(apply_ctx_t *ctx)
+{
+    for (;;) {
+        int f = PQflush(ctx->conn);
+        struct pollfd p;
+        int r;
+
+        if (f < 0)
+            return false;
+        if (!PQisBusy(ctx->conn))
+            return true;
+        p.fd = PQsocket(ctx->conn);
+        p.events = (short)(POLLIN | (f ? POLLOUT : 0));
+        p.revents = 0;
+        r = poll(&p, 1, DB_IO_TIMEOUT_MS);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0 || !PQconsumeInput(ctx->conn))
+            return false;
+    }
+}
+
+/* The next command's result in the pipeline (the NULL that ends each command is skipped);
+ * NULL when the connection failed. The caller PQclear()s it. */
+static PGresult *pipe_next(apply_ctx_t *ctx)
+{
+    /* Exactly one NULL separates two commands; more mean nothing is outstanding, which
+     * would be a bug here: give up rather than spin. */
+    for (int nulls = 0; nulls < 4; nulls++) {
+        PGresult *res;
+
+        if (!pipe_wait(ctx))
+            return NULL;
+        res = PQgetResult(ctx->conn);
+        if (res)
+            return res;
+    }
+    return NULL;
+}
+
+static bool send_sql(apply_ctx_t *ctx, const char *sql)
+{
+    return PQsendQueryParams(ctx->conn, sql, 0, NULL, NULL, NULL, NULL, 0) == 1;
+}
+
+/* Grows the per-message arrays to n. Only between calls: binds point into the items. */
+static int grow(apply_ctx_t *ctx, size_t n)
+{
+    size_t ntypes, ncmd;
+    void *p;
+
+    (void)apply_event_types(&ntypes);
+    if (n <= ctx->cap)
+        return 0;
+    if (!(p = realloc(ctx->items, n * sizeof(*ctx->items))))
+        return -1;
+    ctx->items = p;
+    if (!(p = realloc(ctx->outcomes, n * sizeof(*ctx->outcomes))))
+        return -1;
+    ctx->outcomes = p;
+    if (!(p = realloc(ctx->keys, n * APPLY_KEYS_MAX * sizeof(*ctx->keys))))
+        return -1;
+    ctx->keys = p;
+    if (!(p = realloc(ctx->key_first, (n + 1) * sizeof(*ctx->key_first))))
+        return -1;
+    ctx->key_first = p;
+    if (!(p = realloc(ctx->rounds, n * sizeof(*ctx->rounds))))
+        return -1;
+    ctx->rounds = p;
+    /* BEGIN, CAS, a redrive and a statement per event at most (a round holds one event of
+     * each statement at least), FLUSH: 2n + 3 at most, sized above that. */
+    ncmd = 4 + n * (ntypes + 1);
+    if (!(p = realloc(ctx->cmds, ncmd * sizeof(*ctx->cmds))))
+        return -1;
+    ctx->cmds = p;
+    ctx->cmd_cap = ncmd;
+    ctx->cap = n;
+    return 0;
+}
+
+static const char *item_rid(const struct item *it)
+{
+    if (it->msg->request_id && *it->msg->request_id)
+        return it->msg->request_id;
+    return it->evt.requestid[0] ? it->evt.requestid : NULL;
+}
+
+/* Sets it up to be dead-lettered with err: recorded under its id when it has one. */
+static void plan_dead(struct item *it, const char *err)
+{
+    snprintf(it->error, sizeof(it->error), "%s", err);
+    it->plan = it->id[0] && it->plan == PLAN_SQL ? PLAN_RECORD_DEAD : PLAN_DEAD;
+    it->dead_values[0] = it->id;
+    it->dead_values[1] = it->subject[0] ? it->subject : NULL;
+    it->dead_values[2] = it->evtype[0] ? it->evtype : "unknown";
+    it->dead_values[3] = it->partition;
+    it->dead_values[4] = it->offset;
+    it->dead_values[5] = it->hash;
+    it->dead_values[6] = it->error;
+}
+
+/* Parses and binds one message, or plans its dead letter. */
+static void item_prepare(apply_ctx_t *ctx, struct item *it, const struct apply_msg *msg,
+                         int32_t partition)
+{
+    char err[256];
+    struct apply_meta meta;
+
+    memset(it, 0, sizeof(*it));
+    it->msg = msg;
+    it->plan = PLAN_SQL;
+    snprintf(it->partition, sizeof(it->partition), "%" PRId32, partition);
+    snprintf(it->offset, sizeof(it->offset), "%" PRId64, msg->offset);
+    apply_payload_hash(msg->value ? msg->value : "", msg->value ? msg->len : 0, it->hash);
+    if (!msg->value || msg->len == 0) {
+        it->attempts = 1;
+        plan_dead(it, "envelope: empty message");
+        return;
+    }
+    if (evt_parse(msg->value, msg->len, &it->evt, err, sizeof(err)) != 0) {
+        if (msg->len <= EVT_MAX_SIZE)
+            apply_event_salvage(msg->value, msg->len, it->id, it->subject, it->evtype);
+        it->attempts = 1;
+        plan_dead(it, err);
+        return;
+    }
+    it->parsed = true;
+    memcpy(it->id, it->evt.id, sizeof(it->id));
+    memcpy(it->subject, it->evt.subject, sizeof(it->subject));
+    snprintf(it->evtype, sizeof(it->evtype), "%s", it->evt.type);
+    meta.topic = ctx->topic;
+    meta.partition = partition;
+    meta.offset = msg->offset;
+    meta.source = ctx->source;
+    meta.request_id = msg->request_id;
+    meta.hash_hex = it->hash;
+    it->type = apply_event_bind(&it->evt, &meta, &it->bind, err, sizeof(err));
+    if (!it->type) {
+        it->attempts = 1;
+        plan_dead(it, err);
+    }
+}
+
+/* Reads row `row` of a per-event or set-based result into it. */
+static void item_read(struct item *it, const PGresult *res, int row, int first_col)
+{
+    const char *status;
+
+    if (it->plan == PLAN_RECORD_DEAD) {
+        const char *v = PQntuples(res) > row ? PQgetvalue(res, row, 0) : "f";
+        /* false: the id was already recorded, so this copy is a duplicate. */
+        it->outcome = v[0] == 't' ? APPLY_DEAD_LETTER : APPLY_DUPLICATE;
+        return;
+    }
+    if (PQntuples(res) <= row)
+        return; /* stays APPLY_PENDING: the caller treats it as a failure */
+    status = PQgetvalue(res, row, first_col);
+    snprintf(it->reason, sizeof(it->reason), "%s", PQgetvalue(res, row, first_col + 1));
+    if (strcmp(status, "applied") == 0)
+        it->outcome = APPLY_APPLIED;
+    else if (strcmp(status, "rejected") == 0)
+        it->outcome = APPLY_REJECTED;
+    else if (strcmp(status, "duplicate") == 0)
+        it->outcome = APPLY_DUPLICATE;
+}
+
+/* Records the committed outcomes of items[lo, hi) in out and logs them. */
+static void finalize(apply_ctx_t *ctx, size_t lo, size_t hi, struct apply_result *out)
+{
+    for (size_t i = lo; i < hi; i++) {
+        struct item *it = &ctx->items[i];
+        const char *rid = item_rid(it);
+
+        ctx->outcomes[i] = it->outcome;
+        switch (it->outcome) {
+        case APPLY_APPLIED:
+            out->applied++;
+            log_debug(rid, "applied %s %s at offset %" PRId64, it->evtype, it->id, it->msg->offset);
+            break;
+        case APPLY_REJECTED:
+            out->rejected++;
+            log_info(rid, "rejected %s %s at offset %" PRId64 ": %s", it->evtype, it->id,
+                     it->msg->offset, it->reason);
+            break;
+        case APPLY_DUPLICATE:
+            out->duplicates++;
+            log_info(rid, "skipped duplicate %s %s at offset %" PRId64, it->evtype, it->id,
+                     it->msg->offset);
+            break;
+        case APPLY_DEAD_LETTER:
+            out->dead_letters++;
+            log_warn(rid, "dead-lettered offset %" PRId64 " (event %s) after %d attempt(s): %s",
+                     it->msg->offset, it->id[0] ? it->id : "without usable id", it->attempts,
+                     it->error);
+            break;
+        case APPLY_PENDING:
+            break;
+        }
+    }
+    out->done = hi;
+    out->next_offset = ctx->items[hi - 1].msg->offset + 1;
+}
+
+/* Sends ROLLBACK in the pipeline and reads its answer. False when the connection failed. */
+static bool pipe_rollback(apply_ctx_t *ctx)
+{
+    PGresult *res;
+    bool ok;
+
+    if (!send_sql(ctx, "ROLLBACK") || PQpipelineSync(ctx->conn) != 1)
+        return false;
+    res = pipe_next(ctx);
+    ok = res != NULL;
+    PQclear(res);
+    res = ok ? pipe_next(ctx) : NULL;
+    ok = res && PQresultStatus(res) == PGRES_PIPELINE_SYNC;
+    PQclear(res);
+    return ok;
+}
+
+/* Leaves pipeline mode when the connection is idle; a broken one is left for the caller to
+ * replace. */
+static void pipe_leave(apply_ctx_t *ctx)
+{
+    if (PQpipelineStatus(ctx->conn) != PQ_PIPELINE_OFF)
+        (void)PQexitPipelineMode(ctx->conn);
+    (void)PQsetnonblocking(ctx->conn, 0);
+}
+
+/* Hands the dead letters of items[lo, hi) to the callback, in offset order. False when one
+ * was not delivered. */
+static bool send_dead_letters(apply_ctx_t *ctx, int32_t partition, size_t lo, size_t hi)
+{
+    for (size_t i = lo; i < hi; i++) {
+        struct item *it = &ctx->items[i];
+        struct apply_dead_letter dl = {partition, it->msg, it->error, it->attempts};
+
+        if (it->outcome != APPLY_DEAD_LETTER || !ctx->dead_letter_cb)
+            continue;
+        if (ctx->dead_letter_cb(ctx->cb_opaque, &dl) != 0)
+            return false;
+    }
+    return true;
+}
+
+/* The JSON array a set-based statement takes: the items of [lo, hi) in round r of type t. */
+static char *set_json(apply_ctx_t *ctx, size_t lo, size_t hi, unsigned r,
+                      const struct apply_event_type *t)
+{
+    json_t *arr = json_array();
+    char *s = NULL;
+    int nfields = t->nparams - APPLY_COMMON_PARAMS;
+
+    if (!arr)
+        return NULL;
+    for (size_t i = lo; i < hi; i++) {
+        struct item *it = &ctx->items[i];
+        const char *const *v = it->bind.values;
+        json_t *o;
+
+        if (it->round != r || it->plan != PLAN_SQL || it->type != t)
+            continue;
+        o = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s?, s:s?}", "i", (json_int_t)i,
+                      "event_id", v[0], "user_id", v[1], "type", v[2], "offset", v[4], "hash",
+                      it->hash + 2, "time", v[6], "ifmatch", v[7], "request_id", v[8]);
+        for (int k = 0; o && k < nfields; k++)
+            json_object_set_new(o, t->fields[k],
+                                v[APPLY_COMMON_PARAMS + k] ? json_string(v[APPLY_COMMON_PARAMS + k])
+                                                           : json_null());
+        if (!o || json_array_append_new(arr, o) != 0)
+            goto done;
+    }
+    s = json_dumps(arr, JSON_COMPACT);
+done:
+    json_decref(arr);
+    return s;
+}
+
+/* Plans the rounds of items[lo, hi) for the set-based path. -1 on allocation failure. */
+static int schedule(apply_ctx_t *ctx, size_t lo, size_t hi, unsigned *nrounds)
+{
+    size_t nk = 0, n = hi - lo;
+    int r;
+
+    for (size_t i = lo; i < hi; i++) {
+        struct item *it = &ctx->items[i];
+
+        ctx->key_first[i - lo] = nk;
+        if (it->plan == PLAN_SQL)
+            nk += it->type->keys(&it->bind, &ctx->keys[nk]);
+        else if (it->plan == PLAN_RECORD_DEAD)
+            ctx->keys[nk++] = apply_event_id_key(it->id);
+    }
+    ctx->key_first[n] = nk;
+    r = apply_schedule(n, ctx->keys, ctx->key_first, ctx->rounds);
+    if (r < 0)
+        return -1;
+    for (size_t i = lo; i < hi; i++)
+        ctx->items[i].round = ctx->items[i].plan == PLAN_DEAD ? 0 : ctx->rounds[i - lo];
+    *nrounds = (unsigned)r;
+    return 0;
+}
+
+/* A redriven event with an id first forgets its dead-letter record. */
+static int send_redrive(apply_ctx_t *ctx, size_t i, struct cmd *cmds, size_t *nc)
+{
+    struct item *it = &ctx->items[i];
+    const char *values[1] = {it->id};
+
+    if (!it->msg->redrive || !it->id[0] || it->plan == PLAN_DEAD)
+        return 0;
+    if (PQsendQueryPrepared(ctx->conn, "apply_redrive", 1, values, NULL, NULL, 0) != 1)
+        return -1;
+    cmds[*nc].kind = CMD_REDRIVE;
+    cmds[(*nc)++].item = i;
+    return 0;
+}
+
+/* Queues the statements of items[lo, hi): per event (single) or set-based, in rounds.
+ * Returns the number of commands queued after BEGIN and CAS, or -1 when sending failed
+ * (the connection) and -2 on allocation failure. */
+static long send_items(apply_ctx_t *ctx, int32_t partition, size_t lo, size_t hi, bool sets,
+                       struct cmd *cmds)
+{
+    char s_part[16];
+    size_t ntypes, nc = 0;
+    const struct apply_event_type *types = apply_event_types(&ntypes);
+    unsigned nrounds = 0;
+
+    snprintf(s_part, sizeof(s_part), "%" PRId32, partition);
+    if (sets) {
+        if (schedule(ctx, lo, hi, &nrounds) != 0)
+            return -2;
+        log_debug(NULL, "set-based batch of %zu events in %u rounds", hi - lo, nrounds);
+    }
+    if (!sets) {
+        for (size_t i = lo; i < hi; i++) {
+            struct item *it = &ctx->items[i];
+            int ok = 1;
+
+            if (send_redrive(ctx, i, cmds, &nc) != 0)
+                return -1;
+            if (it->plan == PLAN_SQL)
+                ok = PQsendQueryPrepared(ctx->conn, it->type->function, it->bind.count,
+                                         it->bind.values, NULL, NULL, 0);
+            else if (it->plan == PLAN_RECORD_DEAD)
+                ok =
+                    PQsendQueryPrepared(ctx->conn, "apply_dead", 7, it->dead_values, NULL, NULL, 0);
+            else
+                continue;
+            if (ok != 1)
+                return -1;
+            cmds[nc].kind = CMD_ITEM;
+            cmds[nc++].item = i;
+        }
+        return (long)nc;
+    }
+    for (unsigned r = 1; r <= nrounds; r++) {
+        for (size_t i = lo; i < hi; i++)
+            if (ctx->items[i].round == r && send_redrive(ctx, i, cmds, &nc) != 0)
+                return -1;
+        for (size_t i = lo; i < hi; i++) {
+            struct item *it = &ctx->items[i];
+
+            if (it->round != r || it->plan != PLAN_RECORD_DEAD)
+                continue;
+            if (PQsendQueryPrepared(ctx->conn, "apply_dead", 7, it->dead_values, NULL, NULL, 0) !=
+                1)
+                return -1;
+            cmds[nc].kind = CMD_ITEM;
+            cmds[nc++].item = i;
+        }
+        for (size_t t = 0; t < ntypes; t++) {
+            bool any = false;
+            const char *values[2];
+            char *json;
+            int ok;
+
+            for (size_t i = lo; i < hi && !any; i++)
+                any = ctx->items[i].round == r && ctx->items[i].plan == PLAN_SQL &&
+                      ctx->items[i].type == &types[t];
+            if (!any)
+                continue;
+            json = set_json(ctx, lo, hi, r, &types[t]);
+            if (!json)
+                return -2;
+            values[0] = s_part;
+            values[1] = json;
+            /* libpq copies the parameters into its buffer: json may go at once. */
+            ok = PQsendQueryPrepared(ctx->conn, types[t].set_function, 2, values, NULL, NULL, 0);
+            free(json);
+            if (ok != 1)
+                return -1;
+            cmds[nc++].kind = CMD_SET;
+        }
+    }
+    {
+        const char *values[3] = {s_part, ctx->topic, ctx->source};
+        if (PQsendQueryPrepared(ctx->conn, "apply_flush", 3, values, NULL, NULL, 0) != 1)
+            return -1;
+        cmds[nc++].kind = CMD_FLUSH;
+    }
+    return (long)nc;
+}
+
+/* Runs items[lo, hi) in one transaction that first moves the partition from `from` to past
+ * items[hi - 1], per event or set-based. On TXN_ITEM_FAILED *failed is the index of the
+ * message whose statement failed, or SIZE_MAX when it cannot be told (a set-based
+ * statement, the COMMIT). */
+static enum txn_status run_txn(apply_ctx_t *ctx, int32_t partition, int64_t from, size_t lo,
+                               size_t hi, bool sets, size_t *failed, struct apply_result *out)
+{
+    char s_part[16], s_from[24], s_to[24];
+    const char *cas[5] = {ctx->group, ctx->topic, s_part, s_from, s_to};
+    struct cmd *cmds = ctx->cmds;
+    long nc, err_at = -1; /* the command that failed first */
+    char sqlstate[6] = "";
+    char msg[200] = "";
+    enum txn_status st = TXN_OK;
+    PGresult *res;
+
+    snprintf(s_part, sizeof(s_part), "%" PRId32, partition);
+    snprintf(s_from, sizeof(s_from), "%" PRId64, from);
+    snprintf(s_to, sizeof(s_to), "%" PRId64, ctx->items[hi - 1].msg->offset + 1);
+    *failed = SIZE_MAX;
+    for (size_t i = lo; i < hi; i++)
+        ctx->items[i].outcome = ctx->items[i].plan == PLAN_DEAD ? APPLY_DEAD_LETTER : APPLY_PENDING;
+
+    if (PQenterPipelineMode(ctx->conn) != 1 || PQsetnonblocking(ctx->conn, 1) != 0 ||
+        !send_sql(ctx, "BEGIN") ||
+        PQsendQueryPrepared(ctx->conn, "apply_cas", 5, cas, NULL, NULL, 0) != 1)
+        goto broken;
+    cmds[0].kind = CMD_BEGIN;
+    cmds[1].kind = CMD_CAS;
+    nc = send_items(ctx, partition, lo, hi, sets, cmds + 2);
+    if (nc == -2) {
+        /* Nothing of the transaction ran yet; it still needs a clean end. */
+        snprintf(out->error, sizeof(out->error), "out of memory");
+        st = TXN_FATAL;
+    }
+    if (nc < 0 && nc != -2)
+        goto broken;
+    nc = nc < 0 ? 2 : nc + 2;
+    if (PQpipelineSync(ctx->conn) != 1)
+        goto broken;
+
+    /* One result per command, then the sync. After the first error the server skips the
+     * rest (PGRES_PIPELINE_ABORTED) and the transaction is aborted. */
+    for (long k = 0; k < nc; k++) {
+        ExecStatusType rs;
+
+        res = pipe_next(ctx);
+        if (!res)
+            goto broken;
+        rs = PQresultStatus(res);
+        if (rs == PGRES_FATAL_ERROR && err_at < 0) {
+            const char *state = sqlstate_of(res);
+            err_at = k;
+            snprintf(sqlstate, sizeof(sqlstate), "%s", state ? state : "");
+            error_text(res, ctx->conn, msg, sizeof(msg));
+        } else if (rs == PGRES_TUPLES_OK && cmds[k].kind == CMD_ITEM) {
+            item_read(&ctx->items[cmds[k].item], res, 0, 0);
+        } else if (rs == PGRES_TUPLES_OK && cmds[k].kind == CMD_SET) {
+            for (int row = 0; row < PQntuples(res); row++) {
+                long i = strtol(PQgetvalue(res, row, 0), NULL, 10);
+                if (i >= (long)lo && i < (long)hi)
+                    item_read(&ctx->items[i], res, row, 1);
+            }
+        }
+        PQclear(res);
+    }
+    res = pipe_next(ctx);
+    if (!res || PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
+        PQclear(res);
+        goto broken;
+    }
+    PQclear(res);
+    if (st == TXN_FATAL) {
+        (void)pipe_rollback(ctx);
+        goto done;
+    }
+    if (err_at < 0) {
+        /* Every statement answered: every event must have its outcome. */
+        for (size_t i = lo; i < hi && err_at < 0; i++) {
+            if (ctx->items[i].outcome == APPLY_PENDING) {
+                err_at = nc; /* no command to blame: a bug, handled as a failed batch */
+                snprintf(msg, sizeof(msg), "no outcome for the event at offset %" PRId64,
+                         ctx->items[i].msg->offset);
+            }
+        }
+    }
+
+    if (err_at >= 0) {
+        if (!pipe_rollback(ctx))
+            goto broken;
+        snprintf(out->error, sizeof(out->error), "postgres: %s (SQLSTATE %s)", msg,
+                 sqlstate[0] ? sqlstate : "none");
+        if (apply_transient(sqlstate, PQstatus(ctx->conn) != CONNECTION_OK))
+            st = TXN_RETRY;
+        else if (err_at < nc && cmds[err_at].kind == CMD_CAS &&
+                 strcmp(sqlstate, SQLSTATE_STALE) == 0)
+            st = TXN_STALE;
+        else if (err_at < nc && (cmds[err_at].kind == CMD_BEGIN || cmds[err_at].kind == CMD_CAS))
+            st = TXN_FATAL;
+        else {
+            if (err_at < nc && cmds[err_at].kind == CMD_ITEM)
+                *failed = cmds[err_at].item;
+            st = TXN_ITEM_FAILED;
+        }
+        goto done;
+    }
+
+    if (!send_dead_letters(ctx, partition, lo, hi)) {
+        snprintf(out->error, sizeof(out->error), "dead letter not delivered");
+        (void)pipe_rollback(ctx);
+        st = TXN_RETRY;
+        goto done;
+    }
+
+    if (!send_sql(ctx, "COMMIT") || PQpipelineSync(ctx->conn) != 1)
+        goto broken;
+    res = pipe_next(ctx);
+    if (!res)
+        goto broken;
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        const char *state = sqlstate_of(res);
+        snprintf(sqlstate, sizeof(sqlstate), "%s", state ? state : "");
+        error_text(res, ctx->conn, msg, sizeof(msg));
+        snprintf(out->error, sizeof(out->error), "postgres: COMMIT: %s", msg);
+        st = apply_transient(sqlstate, PQstatus(ctx->conn) != CONNECTION_OK) ? TXN_RETRY
+                                                                             : TXN_ITEM_FAILED;
+    }
+    PQclear(res);
+    res = pipe_next(ctx);
+    if (!res || PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
+        PQclear(res);
+        /* The COMMIT's fate is unknown: the retry finds out through the compare-and-set. */
+        goto broken;
+    }
+    PQclear(res);
+    if (st == TXN_OK)
+        finalize(ctx, lo, hi, out);
+done:
+    pipe_leave(ctx);
+    return st;
+broken:
+    error_text(NULL, ctx->conn, msg, sizeof(msg));
+    snprintf(out->error, sizeof(out->error), "postgres: %s", msg);
+    pipe_leave(ctx);
+    return TXN_RETRY;
+}
+
+/* Reads the stored offset after a lost compare-and-set into out: APPLY_STALE with the
+ * offset (-1 when the row is gone), or APPLY_RETRY when it could not be read (the caller
+ * retries, and the compare-and-set fails again until it can). */
+static enum apply_status read_stored(apply_ctx_t *ctx, int32_t partition, struct apply_result *out)
+{
+    char err[200];
+    int64_t next = -1;
+    int rc = apply_offsets_load(ctx, partition, -1, &next, err, sizeof(err));
+
+    if (rc == APPLY_OK || rc == APPLY_STALE) {
+        out->next_offset = rc == APPLY_OK ? next : -1;
+        return APPLY_STALE;
+    }
+    snprintf(out->error, sizeof(out->error), "%s", err);
+    return APPLY_RETRY;
+}
+
+int apply_batch(apply_ctx_t *ctx, int32_t partition, int64_t from_offset,
+                const struct apply_msg *msgs, size_t n, struct apply_result *out)
+{
+    enum txn_status st;
+    size_t failed = 0;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    out->next_offset = from_offset;
+    out->outcomes = ctx->outcomes;
+    if (n == 0)
+        return out->status = APPLY_OK;
+    if (grow(ctx, n) != 0) {
+        snprintf(out->error, sizeof(out->error), "out of memory for %zu messages", n);
+        return out->status = APPLY_FATAL;
+    }
+    out->outcomes = ctx->outcomes;
+    for (size_t i = 0; i < n; i++) {
+        ctx->outcomes[i] = APPLY_PENDING;
+        item_prepare(ctx, &ctx->items[i], &msgs[i], partition);
+    }
+    rc = ensure_prepared(ctx, out->error, sizeof(out->error));
+    if (rc != APPLY_OK) {
+        out->status = (enum apply_status)rc;
+        goto done;
+    }
+
+    st = run_txn(ctx, partition, from_offset, 0, n, ctx->mode == APPLY_MODE_SET, &failed, out);
+    if (st == TXN_ITEM_FAILED) {
+        /* Find the bad message: one transaction per message. A message that fails alone goes
+         * down its plan (applied, recorded and dead-lettered, only dead-lettered). */
+        out->failed_batches = 1;
+        if (failed < n)
+            log_warn(item_rid(&ctx->items[failed]),
+                     "batch of %zu at offset %" PRId64 " failed at offset %" PRId64
+                     ": %s; retrying one event per transaction",
+                     n, msgs[0].offset, msgs[failed].offset, out->error);
+        else
+            log_warn(NULL,
+                     "batch of %zu at offset %" PRId64
+                     " failed: %s; retrying one event per transaction",
+                     n, msgs[0].offset, out->error);
+        for (size_t i = 0; i < n; i++)
+            ctx->items[i].attempts = ctx->items[i].attempts ? ctx->items[i].attempts : 1;
+        for (size_t i = 0; i < n && (st == TXN_ITEM_FAILED || st == TXN_OK); i++) {
+            for (;;) {
+                st = run_txn(ctx, partition, out->next_offset, i, i + 1, false, &failed, out);
+                if (st != TXN_ITEM_FAILED)
+                    break;
+                if (ctx->items[i].plan == PLAN_DEAD) {
+                    st = TXN_FATAL;
+                    break;
+                }
+                ctx->items[i].attempts++;
+                plan_dead(&ctx->items[i], out->error);
+            }
+        }
+    }
+    switch (st) {
+    case TXN_OK:
+        out->status = APPLY_OK;
+        out->error[0] = '\0';
+        break;
+    case TXN_STALE:
+        out->status = read_stored(ctx, partition, out);
+        break;
+    case TXN_RETRY:
+        out->status = APPLY_RETRY;
+        break;
+    case TXN_FATAL:
+    case TXN_ITEM_FAILED:
+        out->status = APPLY_FATAL;
+        break;
+    }
+done:
+    for (size_t i = 0; i < n; i++)
+        evt_clear(&ctx->items[i].evt);
+    return out->status;
+}
+
+/* Runs a prepared statement outside a pipeline. Returns the result (the caller clears it)
+ * and sets *rc; on failure the result is NULL and err says why. */
+static PGresult *exec_prepared(apply_ctx_t *ctx, const char *name, int nparams,
+                               const char *const *values, ExecStatusType want, int *rc, char *err,
+                               size_t errlen)
+{
+    PGresult *res;
+
+    *rc = ensure_prepared(ctx, err, errlen);
+    if (*rc != APPLY_OK)
+        return NULL;
+    res = PQexecPrepared(ctx->conn, name, nparams, values, NULL, NULL, 0);
+    if (PQresultStatus(res) != want) {
+        char msg[200];
+        const char *state = sqlstate_of(res);
+
+        error_text(res, ctx->conn, msg, sizeof(msg));
+        snprintf(err, errlen, "postgres: %s: %s", name, msg);
+        *rc = apply_transient(state, PQstatus(ctx->conn) != CONNECTION_OK) ? APPLY_RETRY
+                                                                           : APPLY_FATAL;
+        PQclear(res);
+        return NULL;
+    }
+    return res;
+}
+
+int apply_offsets_load(apply_ctx_t *ctx, int32_t partition, int64_t create_at, int64_t *next,
+                       char *err, size_t errlen)
+{
+    char s_part[16], s_at[24];
+    const char *values[4] = {ctx->group, ctx->topic, s_part, s_at};
+    PGresult *res;
+    int rc;
+
+    snprintf(s_part, sizeof(s_part), "%" PRId32, partition);
+    snprintf(s_at, sizeof(s_at), "%" PRId64, create_at < 0 ? (int64_t)-1 : create_at);
+    res = exec_prepared(ctx, "apply_offsets_load", 4, values, PGRES_TUPLES_OK, &rc, err, errlen);
+    if (!res)
+        return rc;
+    if (PQntuples(res) < 1) {
+        snprintf(err, errlen, "consumer_offsets has no row for (%s, %s, %" PRId32 ")", ctx->group,
+                 ctx->topic, partition);
+        rc = APPLY_STALE;
+    } else {
+        *next = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        rc = APPLY_OK;
+    }
+    PQclear(res);
+    return rc;
+}
+
+int apply_outbox_fetch(apply_ctx_t *ctx, int32_t partition, size_t limit,
+                       const struct apply_outbox_row **rows, size_t *n, char *err, size_t errlen)
+{
+    char s_part[16], s_limit[24];
+    const char *values[2] = {s_part, s_limit};
+    PGresult *res;
+    size_t count;
+    int rc;
+
+    *rows = NULL;
+    *n = 0;
+    PQclear(ctx->outbox_res);
+    ctx->outbox_res = NULL;
+    snprintf(s_part, sizeof(s_part), "%" PRId32, partition);
+    snprintf(s_limit, sizeof(s_limit), "%zu", limit);
+    res = exec_prepared(ctx, "apply_outbox_fetch", 2, values, PGRES_TUPLES_OK, &rc, err, errlen);
+    if (!res)
+        return rc;
+    count = (size_t)PQntuples(res);
+    if (count > ctx->outbox_cap) {
+        struct apply_outbox_row *r = realloc(ctx->outbox_rows, count * sizeof(*r));
+        if (!r) {
+            PQclear(res);
+            snprintf(err, errlen, "out of memory");
+            return APPLY_FATAL;
+        }
+        ctx->outbox_rows = r;
+        ctx->outbox_cap = count;
+    }
+    for (size_t i = 0; i < count; i++) {
+        struct apply_outbox_row *r = &ctx->outbox_rows[i];
+        r->seq = strtoll(PQgetvalue(res, (int)i, 0), NULL, 10);
+        r->user_id = PQgetvalue(res, (int)i, 1);
+        r->event = PQgetvalue(res, (int)i, 2);
+        r->event_len = (size_t)PQgetlength(res, (int)i, 2);
+        r->type = PQgetvalue(res, (int)i, 3);
+        r->request_id = PQgetvalue(res, (int)i, 4);
+    }
+    ctx->outbox_res = res;
+    *rows = ctx->outbox_rows;
+    *n = count;
+    return APPLY_OK;
+}
+
+int apply_outbox_delete(apply_ctx_t *ctx, int32_t partition, const int64_t *seqs, size_t n,
+                        char *err, size_t errlen)
+{
+    char *list, s_part[16];
+    const char *values[2];
+    size_t used = 0, size = n * 21 + 3;
+    PGresult *res;
+    int rc;
+
+    if (n == 0)
+        return APPLY_OK;
+    list = malloc(size);
+    if (!list) {
+        snprintf(err, errlen, "out of memory");
+        return APPLY_FATAL;
+    }
+    list[used++] = '{';
+    for (size_t i = 0; i < n; i++)
+        used += (size_t)snprintf(list + used, size - used, "%s%" PRId64, i ? "," : "", seqs[i]);
+    snprintf(list + used, size - used, "}");
+    snprintf(s_part, sizeof(s_part), "%" PRId32, partition);
+    values[0] = s_part;
+    values[1] = list;
+    res = exec_prepared(ctx, "apply_outbox_delete", 2, values, PGRES_COMMAND_OK, &rc, err, errlen);
+    free(list);
+    PQclear(res);
+    return rc;
+}

@@ -1,0 +1,254 @@
+#!/usr/bin/env bash
+# Differential test of the worker's two apply paths: the same log, full of conflicts inside
+# batches (the same entry set again, If-Match versions, an entry before its food, emails
+# differing in case, duplicate event ids, malformed and refused events, random traffic), is
+# applied once with the set-based path (DIARY_APPLY_MODE=set, several rounds per batch) into
+# one database and once one event per statement (DIARY_APPLY_MODE=event) into another. The
+# tables, processed_events and the change events must be the same.
+#
+# Env: BIN_DIR (default build/san/bin), PGBIN (default /usr/lib/postgresql/15/bin),
+# KEEP_TMP=1 keeps the scratch folder.
+set -u
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BIN_DIR=${BIN_DIR:-$ROOT/build/san/bin}
+case $BIN_DIR in /*) ;; *) BIN_DIR=$ROOT/$BIN_DIR ;; esac
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+TMP=$(mktemp -d /tmp/diary-worker-paths.XXXXXX)
+chmod 755 "$TMP"
+START=$SECONDS
+PASS=0
+FAIL=0
+PIDS=()
+WORKER_PID=
+
+ok() { PASS=$((PASS + 1)); echo "ok - $*"; }
+not_ok() { FAIL=$((FAIL + 1)); echo "not ok - $*"; }
+check() {
+    local what=$1
+    shift
+    if "$@"; then ok "$what"; else not_ok "$what"; fi
+}
+finish() {
+    echo "# worker-paths: $PASS passed, $FAIL failed ($((SECONDS - START)) s)"
+    [ "$FAIL" -eq 0 ] && exit 0
+    exit 1
+}
+bail() {
+    not_ok "$*"
+    finish
+}
+
+if [ "$(id -u)" = 0 ]; then AS_PG=(runuser -u postgres --); else AS_PG=(); fi
+
+cleanup() {
+    [ -n "$WORKER_PID" ] && kill -9 "$WORKER_PID" 2>/dev/null
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    if [ -d "$TMP/pg/data" ]; then
+        "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$TMP/pg/data" -m immediate stop >/dev/null 2>&1
+    fi
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+    if [ "${KEEP_TMP:-0}" = 1 ] || [ "$FAIL" -gt 0 ]; then
+        echo "# scratch folder kept: $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+wait_for() {
+    local limit=$1
+    shift
+    local until=$((SECONDS + limit))
+    while [ $SECONDS -lt $until ]; do
+        "$@" && return 0
+        sleep 0.2
+    done
+    "$@"
+}
+
+for tool in kcat psql python3; do
+    command -v $tool >/dev/null || bail "missing tool: $tool"
+done
+[ -x "$BIN_DIR/diary-worker" ] || bail "no $BIN_DIR/diary-worker"
+[ -x "$BIN_DIR/diary-devbroker" ] || bail "no $BIN_DIR/diary-devbroker"
+
+# ---- PostgreSQL with two databases ----
+PGPORT=$(free_port)
+mkdir -p "$TMP/pg"
+[ "$(id -u)" = 0 ] && chown postgres "$TMP/pg"
+"${AS_PG[@]}" "$PGBIN/initdb" -D "$TMP/pg/data" -A trust -U postgres --no-sync >"$TMP/initdb.log" 2>&1 ||
+    bail "initdb failed"
+"${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$TMP/pg/data" -l "$TMP/pg/log" -w -t 20 \
+    -o "-p $PGPORT -k $TMP/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null ||
+    bail "PostgreSQL did not start"
+export PGHOST=127.0.0.1 PGPORT PGUSER=postgres
+for db in byset byevent; do
+    psql -q -d postgres -c "CREATE DATABASE $db" || bail "createdb $db"
+    for f in "$ROOT"/schema/migrations/*.sql; do
+        psql -q -v ON_ERROR_STOP=1 -d $db -f "$f" >>"$TMP/migrate.log" 2>&1 || bail "migration $f on $db"
+    done
+done
+ok "PostgreSQL on port $PGPORT, databases byset and byevent"
+
+# ---- broker ----
+mkdir -p "$TMP/broker"
+"$BIN_DIR/diary-devbroker" --topics "$ROOT/topics" --state "$TMP/broker" \
+    --bootstrap-file "$TMP/broker/bootstrap" >"$TMP/broker.log" 2>&1 &
+PIDS+=($!)
+wait_for 15 test -s "$TMP/broker/bootstrap" || bail "broker did not start"
+KAFKA=$(head -1 "$TMP/broker/bootstrap")
+ok "diary-devbroker at $KAFKA"
+
+# ---- the log ----
+python3 - "$TMP/log.tsv" <<'PY'
+import json, random, sys, uuid
+random.seed(7)
+out = open(sys.argv[1], "w")
+n = 0
+def u(kind, i):
+    return str(uuid.UUID(int=(kind << 120) | (0x7 << 76) | (0x8 << 60) | i))
+def ev(typ, subj, data, eid=None, ifmatch=None, raw=None, key=None):
+    global n
+    n += 1
+    eid = eid or u(0xe, n)
+    e = {"specversion": "1.0", "id": eid, "source": "test", "type": typ, "subject": subj,
+         "time": "2026-11-24T16:%02d:%02d.%03dZ" % (n // 3600 % 60, n // 60 % 60, n % 1000),
+         "datacontenttype": "application/json", "requestid": "r%d" % n, "data": data}
+    if ifmatch is not None:
+        e["ifmatch"] = ifmatch
+    out.write((key or subj) + "\t" + (raw if raw is not None else json.dumps(e, separators=(",", ":"))) + "\n")
+    return eid
+def reg(user, email, eid=None, key=None):
+    return ev("diary.user.registered.v1", user, {"user_id": user, "email": email, "name": "N",
+              "password_hash": "$argon2id$x"}, eid, key=key)
+def food(user, f, cal=52.345, eid=None):
+    return ev("diary.food.created.v1", user, {"food_id": f, "name": "Food", "calories_per_100g": cal,
+              "protein_per_100g": 0.3, "carbs_per_100g": 14, "fat_per_100g": 0.2}, eid)
+def entry(user, f, date, meal, amount, ifmatch=None, eid=None):
+    return ev("diary.entry.set.v1", user, {"entry_id": u(0xd, n + 1), "date": date, "meal_type": meal,
+              "food_id": f, "amount": amount}, eid, ifmatch)
+U = [u(1, i) for i in range(24)]
+F = [[u(2, i * 8 + k) for k in range(4)] for i in range(24)]
+# Hand-made conflicts for user 0 (they all land in one partition, so in few batches).
+a = U[0]
+entry(a, F[0][0], "2026-01-01", "lunch", 100)           # before the user and the food: unknown_food
+first = reg(a, "Ann@Example.org")
+# Only one partition's order is defined: conflicts between users go through one key.
+reg(U[1], "ann@example.org", key=a)                      # email taken (case differs)
+reg(a, "ann2@example.org", eid=first)                    # duplicate id
+ev("diary.food.created.v1", u(1, 99), {"food_id": u(2, 999), "name": "Food", "calories_per_100g": 1,
+   "protein_per_100g": 0, "carbs_per_100g": 0, "fat_per_100g": 0}, key=a)  # unknown user
+entry(a, F[0][0], "2026-01-01", "lunch", 100)            # food not created yet: unknown_food
+food(a, F[0][0])
+entry(a, F[0][0], "2026-01-01", "lunch", 10.555)         # created, amount rounds to 10.56
+entry(a, F[0][0], "2026-01-01", "lunch", 20)             # update -> v2
+entry(a, F[0][0], "2026-01-01", "lunch", 30, ifmatch=1)  # version_mismatch
+e = entry(a, F[0][0], "2026-01-01", "lunch", 40, ifmatch=2)  # ok -> v3
+entry(a, F[0][0], "2026-01-01", "lunch", 40, ifmatch=2, eid=e)  # duplicate id, same batch
+entry(a, F[0][0], "2026-01-02", "lunch", 5, ifmatch=1)   # no such entry: version_mismatch
+entry(a, F[0][0], "2026-01-01", "dinner", 1)
+entry(a, F[0][0], "2026-01-01", "dinner", 2)
+entry(a, F[0][0], "2026-01-01", "dinner", 3)
+ev("diary.entry.set.v1", a, {}, raw='{"specversion":"1.0","id":"not json')   # malformed
+reg(a, "someone@example.org")                            # the same user id again: refused by the database
+ev("diary.weight.set.v1", a, {"weight": 70})             # unknown type
+food(a, F[0][1], cal=999999.994)
+# Random traffic over 24 users, some entries before their food, repeated keys, If-Match.
+for i in range(1, 24):
+    reg(U[i], "user%d@example.org" % i)
+done = []
+for step in range(1500):
+    i = random.randrange(24)
+    r = random.random()
+    if r < 0.06:
+        food(U[i], random.choice(F[i]))
+    elif r < 0.09 and done:
+        d = random.choice(done)
+        out.write(d)                                     # a duplicate copy of an earlier message
+    else:
+        date = "2026-02-%02d" % random.randint(1, 3)
+        ifm = random.choice([None, None, None, 1, 2, 3])
+        entry(U[i], random.choice(F[i]), date, random.choice(["lunch", "dinner"]),
+              random.randint(1, 500), ifmatch=ifm)
+    if random.random() < 0.1:
+        out.flush()
+        with open(sys.argv[1]) as f:
+            lines = f.readlines()
+        done.append(lines[-1])
+out.close()
+PY
+LINES=$(wc -l <"$TMP/log.tsv")
+kcat -P -b "$KAFKA" -t diary.events -K '\t' -l "$TMP/log.tsv" 2>"$TMP/kcat.log" || bail "kcat produce"
+ok "produced $LINES messages"
+
+# ---- apply it twice ----
+run_worker() { # MODE DB
+    local mode=$1 db=$2
+    rm -f "$TMP/port"
+    KAFKA_BOOTSTRAP=$KAFKA PG_PRIMARY_URL="postgresql://postgres@127.0.0.1:$PGPORT/$db" \
+        DIARY_WORKER_PORT=0 DIARY_WORKER_PORT_FILE="$TMP/port" DIARY_SESSION_TIMEOUT_MS=6000 \
+        DIARY_APPLY_MODE=$mode DIARY_WORKER_ID=w-$mode DIARY_LOG_LEVEL=debug \
+        "$BIN_DIR/diary-worker" >"$TMP/worker.$mode.log" 2>&1 &
+    WORKER_PID=$!
+    done_db() {
+        [ "$(psql -qAtX -d $db -c 'SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets')" = "$LINES" ] &&
+            [ "$(psql -qAtX -d $db -c 'SELECT count(*) FROM outbox')" = 0 ]
+    }
+    check "$mode path applies all $LINES messages into $db" wait_for 45 done_db
+    kill -TERM $WORKER_PID
+    wait $WORKER_PID
+    check "$mode worker exits 0" [ $? = 0 ]
+    WORKER_PID=
+}
+run_worker set byset
+run_worker event byevent
+check "the set path ran batches of several rounds" \
+    grep -Eq 'set-based batch of [0-9]+ events in ([2-9]|[1-9][0-9]+) rounds' "$TMP/worker.set.log"
+check "the refused event made a batch fall back in both paths" \
+    bash -c "grep -q 'retrying one event per transaction' '$TMP/worker.set.log' && grep -q 'retrying one event per transaction' '$TMP/worker.event.log'"
+
+dump() { # DB
+    psql -qAtX -d "$1" <<'SQL'
+SELECT 'users', id, email, name, password_hash, version, created_at, updated_at FROM users ORDER BY id;
+SELECT 'foods', id, user_id, name, calories_per_100g, protein_per_100g, carbs_per_100g, fat_per_100g, version, created_at, updated_at FROM foods ORDER BY id;
+SELECT 'meals', id, user_id, date, meal_type, food_id, amount, version, created_at, updated_at FROM daily_meals ORDER BY id;
+SELECT 'events', event_id, user_id, type, status, reason, problem, "partition", "offset", payload_hash, resource_id FROM processed_events ORDER BY event_id;
+SELECT 'offsets', group_id, topic, "partition", next_offset FROM consumer_offsets ORDER BY 2, 3, 4;
+SQL
+}
+dump byset >"$TMP/byset.dump"
+dump byevent >"$TMP/byevent.dump"
+check "same tables, processed_events and offsets ($(wc -l <"$TMP/byset.dump") rows)" \
+    cmp -s "$TMP/byset.dump" "$TMP/byevent.dump"
+[ "$FAIL" -gt 0 ] && diff "$TMP/byset.dump" "$TMP/byevent.dump" | head -20
+summary() { psql -qAtX -d byset -c "SELECT o || ' ' || count(*) FROM (SELECT status || coalesce(':' || (problem->>'type'), '') AS o FROM processed_events) s GROUP BY o ORDER BY o" | tr '\n' ' '; }
+echo "# outcomes: $(summary)"
+check "the workload exercised every outcome" \
+    bash -c "s='$(summary)'; for w in applied rejected:email_taken rejected:unknown_user rejected:unknown_food rejected:version_mismatch rejected:invalid_event; do case \$s in *\$w*) ;; *) exit 1 ;; esac; done"
+
+# Every change event was published once per run; the two copies must agree (but for time and
+# the worker-independent fields, which are equal anyway).
+kcat -C -b "$KAFKA" -t diary.changes -e -q -f '%s\n' 2>/dev/null >"$TMP/changes"
+python3 - "$TMP/changes" >"$TMP/changes.check" <<'PY'
+import json, sys, collections
+seen = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    if line.strip():
+        e = json.loads(line)
+        seen[e["id"]].append(json.dumps({k: e[k] for k in e if k != "time"}, sort_keys=True))
+bad = [k for k, v in seen.items() if len(v) != 2 or v[0] != v[1]]
+print(len(seen), len(bad))
+for k in bad[:5]:
+    print(k, seen[k])
+PY
+read -r NCHANGES NBAD <"$TMP/changes.check"
+check "diary.changes: $NCHANGES change ids, each twice and identical" \
+    bash -c "[ '$NBAD' = 0 ] && [ '$NCHANGES' -gt 100 ]"
+[ "$NBAD" != 0 ] && head -6 "$TMP/changes.check"
+check "no sanitizer report" bash -c "! grep -l 'Sanitizer\\|runtime error' $TMP/worker.*.log"
+finish

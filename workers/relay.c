@@ -1,0 +1,202 @@
+#include "relay.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kafka.h"
+#include "log.h"
+
+/* Outbox rows published per round: one SELECT, one wait for acknowledgements, one DELETE. */
+#define RELAY_ROUND 1000
+
+struct relay {
+    rd_kafka_t *rk;
+    char *changes_topic, *dlq_topic;
+};
+
+/* The opaque of one produced message. Lives on the producing function's stack or heap until
+ * every report of the round arrived; the delivery callback only fills it in. */
+struct delivery {
+    rd_kafka_resp_err_t err;
+    int done;
+    size_t *remaining;
+};
+
+static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    struct delivery *d = m->_private;
+
+    if (!d)
+        return;
+    d->err = m->err;
+    d->done = 1;
+    (*d->remaining)--;
+}
+
+relay_t *relay_new(const char *bootstrap, const char *client_id, const char *changes_topic,
+                   const char *dlq_topic, char *err, size_t errlen)
+{
+    struct relay *r = calloc(1, sizeof(*r));
+    rd_kafka_conf_t *conf;
+
+    if (!r) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    r->changes_topic = strdup(changes_topic);
+    r->dlq_topic = strdup(dlq_topic);
+    if (!r->changes_topic || !r->dlq_topic) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    conf = kafka_conf_new(bootstrap, client_id, kafka_producer_settings, err, errlen);
+    if (!conf)
+        goto fail;
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+    r->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, errlen);
+    if (!r->rk) {
+        /* rd_kafka_new frees the configuration only on success. */
+        rd_kafka_conf_destroy(conf);
+        goto fail;
+    }
+    return r;
+fail:
+    relay_destroy(r);
+    return NULL;
+}
+
+void relay_destroy(relay_t *r)
+{
+    if (!r)
+        return;
+    if (r->rk) {
+        rd_kafka_flush(r->rk, 10000);
+        if (rd_kafka_outq_len(r->rk) > 0)
+            log_warn(NULL, "producer: %d message(s) still in flight at shutdown",
+                     rd_kafka_outq_len(r->rk));
+        rd_kafka_destroy(r->rk);
+    }
+    free(r->changes_topic);
+    free(r->dlq_topic);
+    free(r);
+}
+
+/* Produces one message; hdrs is taken on success. Retries while the local queue is full. */
+static rd_kafka_resp_err_t produce(struct relay *r, const char *topic, const void *key,
+                                   size_t key_len, const void *value, size_t len,
+                                   rd_kafka_headers_t *hdrs, struct delivery *d)
+{
+    for (;;) {
+        rd_kafka_resp_err_t e = rd_kafka_producev(
+            r->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key_len),
+            RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
+        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            return e;
+        rd_kafka_poll(r->rk, 10);
+    }
+}
+
+/* Serves delivery reports until none of this round is outstanding. Every produced message
+ * gets a report within message.timeout.ms, so this ends. */
+static void wait_reports(struct relay *r, const size_t *remaining)
+{
+    while (*remaining > 0)
+        rd_kafka_poll(r->rk, 50);
+}
+
+enum relay_status relay_drain(relay_t *r, apply_ctx_t *apply, int32_t partition,
+                              uint64_t *published, char *err, size_t errlen)
+{
+    for (;;) {
+        const struct apply_outbox_row *rows;
+        struct delivery *d;
+        int64_t *seqs;
+        size_t n, remaining = 0, acked = 0, sent = 0;
+        rd_kafka_resp_err_t first_err = RD_KAFKA_RESP_ERR_NO_ERROR;
+        int rc = apply_outbox_fetch(apply, partition, RELAY_ROUND, &rows, &n, err, errlen);
+
+        if (rc != APPLY_OK)
+            return rc == APPLY_RETRY ? RELAY_DB_RETRY : RELAY_FATAL;
+        if (n == 0)
+            return RELAY_OK;
+        d = calloc(n, sizeof(*d));
+        seqs = calloc(n, sizeof(*seqs));
+        if (!d || !seqs) {
+            free(d);
+            free(seqs);
+            snprintf(err, errlen, "out of memory");
+            return RELAY_FATAL;
+        }
+        for (; sent < n; sent++) {
+            rd_kafka_headers_t *h = rd_kafka_headers_new(2);
+            rd_kafka_resp_err_t e;
+
+            rd_kafka_header_add(h, "ce_type", -1, rows[sent].type, -1);
+            if (rows[sent].request_id[0])
+                rd_kafka_header_add(h, "request-id", -1, rows[sent].request_id, -1);
+            d[sent].remaining = &remaining;
+            remaining++;
+            e = produce(r, r->changes_topic, rows[sent].user_id, strlen(rows[sent].user_id),
+                        rows[sent].event, rows[sent].event_len, h, &d[sent]);
+            if (e) {
+                /* Not queued: no report will come. Stop here to keep the order. */
+                remaining--;
+                rd_kafka_headers_destroy(h);
+                first_err = e;
+                break;
+            }
+        }
+        wait_reports(r, &remaining);
+        for (; acked < sent && d[acked].err == RD_KAFKA_RESP_ERR_NO_ERROR; acked++)
+            seqs[acked] = rows[acked].seq;
+        if (acked < sent)
+            first_err = d[acked].err;
+        free(d);
+        if (acked > 0) {
+            rc = apply_outbox_delete(apply, partition, seqs, acked, err, errlen);
+            if (rc != APPLY_OK) {
+                free(seqs);
+                /* Published but still in the outbox: they go out again (at least once). */
+                return rc == APPLY_RETRY ? RELAY_DB_RETRY : RELAY_FATAL;
+            }
+            *published += acked;
+        }
+        free(seqs);
+        if (first_err) {
+            char reason[512];
+            rd_kafka_resp_err_t fatal = rd_kafka_fatal_error(r->rk, reason, sizeof(reason));
+            if (fatal) {
+                snprintf(err, errlen, "producer: fatal error %s: %s", rd_kafka_err2name(fatal),
+                         reason);
+                return RELAY_FATAL;
+            }
+            snprintf(err, errlen, "%s: %s", r->changes_topic, rd_kafka_err2str(first_err));
+            return RELAY_BROKER_RETRY;
+        }
+        if (n < RELAY_ROUND)
+            return RELAY_OK;
+    }
+}
+
+int relay_dead_letter(relay_t *r, const void *key, size_t key_len, rd_kafka_headers_t *hdrs,
+                      const char *json, size_t len, char *err, size_t errlen)
+{
+    size_t remaining = 1;
+    struct delivery d = {RD_KAFKA_RESP_ERR_NO_ERROR, 0, &remaining};
+    rd_kafka_resp_err_t e = produce(r, r->dlq_topic, key, key_len, json, len, hdrs, &d);
+
+    if (e) {
+        if (hdrs)
+            rd_kafka_headers_destroy(hdrs);
+        snprintf(err, errlen, "%s: %s", r->dlq_topic, rd_kafka_err2str(e));
+        return -1;
+    }
+    wait_reports(r, &remaining);
+    if (d.err) {
+        snprintf(err, errlen, "%s: %s", r->dlq_topic, rd_kafka_err2str(d.err));
+        return -1;
+    }
+    return 0;
+}

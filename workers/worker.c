@@ -1,0 +1,910 @@
+#include "worker.h"
+
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "apply.h"
+#include "apply_event.h"
+#include "kafka.h"
+#include "log.h"
+#include "relay.h"
+
+#define BACKOFF_MIN_MS     100
+#define BACKOFF_MAX_MS     5000
+#define POLL_IDLE_MS       100
+#define WATERMARK_TIMEOUT  5000
+#define REQUEST_ID_LEN     64
+#define KAFKA_CHECK_PERIOD 2000
+#define DB_CHECK_PERIOD    5000
+#define COMMIT_PERIOD      1000
+
+/* One assigned partition. Allocated once per partition id and kept until the worker is
+ * destroyed (revocation only clears it), so a pointer held across a consumer poll (which may
+ * run the rebalance callback) stays valid. */
+struct part {
+    int32_t id;
+    bool active;
+    int64_t db_next; /* the next offset to apply, as the database holds it */
+    /* Messages fetched and not yet applied, q[head, head + len), in offset order. Owned:
+     * each is destroyed once applied or dropped. */
+    rd_kafka_message_t **q;
+    size_t head, len, cap;
+    int64_t gap_checked; /* db_next for which a gap before the first message was verified */
+    bool outbox_dirty;   /* the outbox may hold rows of this partition */
+    bool commit_dirty;   /* db_next not yet committed to Kafka */
+    int64_t relay_retry_at;
+    int relay_backoff;
+};
+
+struct worker {
+    struct worker_config cfg;
+    struct worker_metrics *m; /* borrowed */
+    const atomic_bool *stop;  /* borrowed */
+    rd_kafka_t *rk;
+    relay_t *relay;
+    PGconn *pg;
+    apply_ctx_t *apply;
+    struct part **parts; /* indexed by partition id; NULL where never assigned */
+    size_t nparts;
+    struct apply_msg *amsgs; /* batch_max entries */
+    char (*rids)[REQUEST_ID_LEN];
+    bool fatal;
+    bool in_rebalance; /* no consumer poll from inside the rebalance callback */
+    bool ever_connected;
+    int db_backoff;
+    size_t rr; /* round-robin start among partitions */
+    int64_t kafka_checked_at;
+    int64_t db_checked_at; /* last time the connection was known good */
+    int64_t committed_at;  /* last offset commit to Kafka */
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static bool stopping(const struct worker *w)
+{
+    return atomic_load(w->stop) || w->fatal;
+}
+
+static void fatal(struct worker *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A condition the worker must not work around (it would skip or invent writes): logs it
+ * and makes worker_run return 1 after a clean shutdown. */
+static void fatal(struct worker *w, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    log_error(NULL, "stopping: %s", msg);
+    w->fatal = true;
+}
+
+static int next_backoff(int cur)
+{
+    return cur <= 0 ? BACKOFF_MIN_MS : cur * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : cur * 2;
+}
+
+/* ---- the partitions' message queues ---- */
+
+static rd_kafka_message_t *q_at(struct part *p, size_t i)
+{
+    return p->q[p->head + i];
+}
+
+static int q_push(struct part *p, rd_kafka_message_t *m)
+{
+    if (p->head + p->len == p->cap) {
+        if (p->head > 0) {
+            memmove(p->q, p->q + p->head, p->len * sizeof(*p->q));
+            p->head = 0;
+        } else {
+            size_t cap = p->cap ? p->cap * 2 : 256;
+            rd_kafka_message_t **q = realloc(p->q, cap * sizeof(*q));
+            if (!q)
+                return -1;
+            p->q = q;
+            p->cap = cap;
+        }
+    }
+    p->q[p->head + p->len++] = m;
+    return 0;
+}
+
+/* Destroys the messages below offset (already applied). */
+static void q_drop_below(struct part *p, int64_t offset)
+{
+    while (p->len > 0 && q_at(p, 0)->offset < offset) {
+        rd_kafka_message_destroy(q_at(p, 0));
+        p->head++;
+        p->len--;
+    }
+    if (p->len == 0)
+        p->head = 0;
+}
+
+/* Destroys the messages at or above offset (fetched again after a seek). */
+static void q_drop_from(struct part *p, int64_t offset)
+{
+    while (p->len > 0 && q_at(p, p->len - 1)->offset >= offset)
+        rd_kafka_message_destroy(q_at(p, --p->len));
+    if (p->len == 0)
+        p->head = 0;
+}
+
+static void q_clear(struct part *p)
+{
+    q_drop_from(p, INT64_MIN);
+}
+
+static struct part *part_get(struct worker *w, int32_t id, bool create)
+{
+    if (id < 0)
+        return NULL;
+    if ((size_t)id >= w->nparts) {
+        struct part **parts;
+        size_t n = (size_t)id + 1;
+
+        if (!create)
+            return NULL;
+        parts = realloc(w->parts, n * sizeof(*parts));
+        if (!parts)
+            return NULL;
+        memset(parts + w->nparts, 0, (n - w->nparts) * sizeof(*parts));
+        w->parts = parts;
+        w->nparts = n;
+    }
+    if (!w->parts[id] && create) {
+        w->parts[id] = calloc(1, sizeof(struct part));
+        if (w->parts[id])
+            w->parts[id]->id = id;
+    }
+    return w->parts[id];
+}
+
+/* ---- PostgreSQL ---- */
+
+static PGconn *db_connect(const struct worker *w)
+{
+    /* Keywords before dbname are defaults: the URL's own settings win. */
+    const char *keys[] = {"application_name", "connect_timeout", "dbname", NULL};
+    const char *values[] = {w->cfg.worker_id, "5", w->cfg.pg_url, NULL};
+
+    return PQconnectdbParams(keys, values, 1);
+}
+
+static void take_message(struct worker *w, rd_kafka_message_t *m);
+
+/* Sleeps ms while keeping the group membership: the consumer is polled (messages of active
+ * partitions are queued), except inside the rebalance callback where it must not be. */
+static void sleep_polling(struct worker *w, int ms)
+{
+    int64_t until = now_ms() + ms;
+
+    while (!stopping(w)) {
+        int64_t left = until - now_ms();
+        if (left <= 0)
+            return;
+        if (left > POLL_IDLE_MS)
+            left = POLL_IDLE_MS;
+        if (w->in_rebalance) {
+            usleep((useconds_t)left * 1000);
+        } else {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(w->rk, (int)left);
+            if (m)
+                take_message(w, m);
+        }
+    }
+}
+
+/* Connects (again) with capped exponential backoff until connected or stopping. */
+static bool db_ensure(struct worker *w)
+{
+    int backoff = BACKOFF_MIN_MS;
+
+    while (!stopping(w)) {
+        if (w->pg && PQstatus(w->pg) == CONNECTION_OK)
+            return true;
+        PQfinish(w->pg);
+        w->pg = db_connect(w);
+        apply_set_conn(w->apply, w->pg);
+        if (PQstatus(w->pg) == CONNECTION_OK) {
+            if (w->ever_connected) {
+                atomic_fetch_add(&w->m->db_reconnects, 1);
+                log_info(NULL, "postgres: connected again");
+            }
+            w->ever_connected = true;
+            atomic_store(&w->m->pg_ok, true);
+            return true;
+        }
+        {
+            const char *e = w->pg ? PQerrorMessage(w->pg) : "out of memory";
+            log_warn(NULL, "postgres: cannot connect: %.*s; retrying in %d ms",
+                     (int)strcspn(e, "\n"), e, backoff);
+        }
+        atomic_store(&w->m->pg_ok, false);
+        sleep_polling(w, backoff);
+        backoff = next_backoff(backoff);
+    }
+    return false;
+}
+
+static void pause_all(struct worker *w, bool pause)
+{
+    rd_kafka_topic_partition_list_t *a = NULL;
+
+    if (rd_kafka_assignment(w->rk, &a) != RD_KAFKA_RESP_ERR_NO_ERROR || !a)
+        return;
+    if (a->cnt > 0) {
+        if (pause)
+            rd_kafka_pause_partitions(w->rk, a);
+        else
+            rd_kafka_resume_partitions(w->rk, a);
+    }
+    rd_kafka_topic_partition_list_destroy(a);
+}
+
+/* After a transient failure: waits (backoff), and when the connection is unusable pauses
+ * consumption, reconnects, and resumes. The caller then retries what failed. */
+static void db_trouble(struct worker *w, const char *why)
+{
+    bool broken = !w->pg || PQstatus(w->pg) != CONNECTION_OK ||
+                  PQtransactionStatus(w->pg) != PQTRANS_IDLE ||
+                  PQpipelineStatus(w->pg) != PQ_PIPELINE_OFF;
+
+    w->db_backoff = next_backoff(w->db_backoff);
+    atomic_fetch_add(&w->m->apply_errors, 1);
+    log_warn(NULL, "%s; retrying in %d ms%s", why, w->db_backoff,
+             broken ? ", consumption paused until it is back" : "");
+    if (!broken) {
+        sleep_polling(w, w->db_backoff);
+        return;
+    }
+    atomic_store(&w->m->pg_ok, false);
+    PQfinish(w->pg);
+    w->pg = NULL;
+    apply_set_conn(w->apply, NULL);
+    pause_all(w, true);
+    sleep_polling(w, w->db_backoff);
+    if (db_ensure(w))
+        pause_all(w, false);
+}
+
+/* ---- Kafka: positions and the rebalance callback ---- */
+
+/* The offset partition p starts at: its consumer_offsets row (inserted at the log start when
+ * missing), checked against the log's watermarks. False when the worker must stop. */
+static bool position_partition(struct worker *w, int32_t p, int64_t *next)
+{
+    int64_t low = -1, high = -1;
+    int backoff = BACKOFF_MIN_MS;
+    char err[256];
+
+    for (;;) {
+        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(w->rk, w->cfg.events_topic, p,
+                                                                 &low, &high, WATERMARK_TIMEOUT);
+        if (!e)
+            break;
+        log_warn(NULL, "kafka: watermarks of %s [%" PRId32 "]: %s; retrying in %d ms",
+                 w->cfg.events_topic, p, rd_kafka_err2str(e), backoff);
+        sleep_polling(w, backoff);
+        backoff = next_backoff(backoff);
+        if (stopping(w))
+            return false;
+    }
+    for (;;) {
+        int rc;
+
+        if (!db_ensure(w))
+            return false;
+        rc = apply_offsets_load(w->apply, p, low, next, err, sizeof(err));
+        if (rc == APPLY_OK)
+            break;
+        if (rc != APPLY_RETRY) {
+            fatal(w, "partition %" PRId32 ": %s", p, err);
+            return false;
+        }
+        db_trouble(w, err);
+        if (stopping(w))
+            return false;
+    }
+    if (*next > high) {
+        fatal(w,
+              "%s [%" PRId32 "]: the database has applied up to offset %" PRId64
+              " but the log ends at %" PRId64
+              ": the log is behind the database (a new or restored Kafka cluster?). "
+              "Refusing to skip writes; see docs/worker.md",
+              w->cfg.events_topic, p, *next, high);
+        return false;
+    }
+    if (*next < low) {
+        fatal(w,
+              "%s [%" PRId32 "]: the next offset to apply is %" PRId64
+              " but the log starts at %" PRId64
+              ": the log lost events this database never applied. Refusing to skip them; "
+              "see docs/worker.md",
+              w->cfg.events_topic, p, *next, low);
+        return false;
+    }
+    log_info(NULL,
+             "%s [%" PRId32 "]: assigned, starting at offset %" PRId64 " (log %" PRId64 "..%" PRId64
+             ")",
+             w->cfg.events_topic, p, *next, low, high);
+    return true;
+}
+
+static void assign_parts(struct worker *w, rd_kafka_topic_partition_list_t *parts)
+{
+    rd_kafka_error_t *error;
+
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        struct part *p;
+        int64_t next;
+
+        if (!position_partition(w, tp->partition, &next))
+            return; /* stopping: the partitions stay unassigned */
+        p = part_get(w, tp->partition, true);
+        if (!p) {
+            fatal(w, "out of memory");
+            return;
+        }
+        q_clear(p);
+        p->active = true;
+        p->db_next = next;
+        p->gap_checked = -1;
+        p->outbox_dirty = true; /* drain what a previous owner left before applying */
+        p->relay_retry_at = 0;
+        p->relay_backoff = 0;
+        tp->offset = next;
+        metrics_lag(w->m, p->id, 0);
+    }
+    error = rd_kafka_incremental_assign(w->rk, parts);
+    if (error) {
+        log_error(NULL, "kafka: incremental assign: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+    atomic_fetch_add(&w->m->assigned_partitions, parts->cnt);
+}
+
+static void revoke_parts(struct worker *w, rd_kafka_topic_partition_list_t *parts, bool lost)
+{
+    rd_kafka_error_t *error;
+
+    for (int i = 0; i < parts->cnt; i++) {
+        struct part *p = part_get(w, parts->elems[i].partition, false);
+
+        if (!p || !p->active)
+            continue;
+        log_info(NULL, "%s [%" PRId32 "]: %s at offset %" PRId64, w->cfg.events_topic, p->id,
+                 lost ? "lost" : "revoked", p->db_next);
+        q_clear(p);
+        p->active = false;
+        metrics_lag(w->m, p->id, -1);
+        atomic_fetch_sub(&w->m->assigned_partitions, 1);
+    }
+    error = rd_kafka_incremental_unassign(w->rk, parts);
+    if (error) {
+        log_warn(NULL, "kafka: incremental unassign: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    struct worker *w = opaque;
+
+    w->in_rebalance = true;
+    switch (err) {
+    case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+        atomic_store(&w->m->kafka_joined, true);
+        atomic_store(&w->m->kafka_down, false);
+        if (!stopping(w))
+            assign_parts(w, parts);
+        break;
+    case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
+        revoke_parts(w, parts, rd_kafka_assignment_lost(rk));
+        break;
+    default:
+        log_error(NULL, "kafka: rebalance failed: %s", rd_kafka_err2str(err));
+        revoke_parts(w, parts, true);
+        break;
+    }
+    w->in_rebalance = false;
+}
+
+/* Consumer errors are generally informational: librdkafka recovers by itself. "All brokers
+ * down" feeds /readyz until the brokers answer again. */
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    struct worker *w = opaque;
+
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+        atomic_store(&w->m->kafka_down, true);
+    log_write(err == RD_KAFKA_RESP_ERR__FATAL ? LOG_ERROR : LOG_WARN, NULL, "kafka %s: %s: %s",
+              rd_kafka_name(rk), rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+static void seek_part(struct worker *w, struct part *p, int64_t offset)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_error_t *error;
+
+    rd_kafka_topic_partition_list_add(l, w->cfg.events_topic, p->id)->offset = offset;
+    error = rd_kafka_seek_partitions(w->rk, l, 0);
+    if (error) {
+        log_warn(NULL, "kafka: seek %s [%" PRId32 "] to %" PRId64 ": %s", w->cfg.events_topic,
+                 p->id, offset, rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* The database is the truth; the group's committed offsets are only for tools (lag, kcat),
+ * so they are committed asynchronously, at most once a second, and failures (refused during
+ * a rebalance, say) are ignored. */
+static void commit_kafka(struct worker *w, bool now)
+{
+    rd_kafka_topic_partition_list_t *l;
+
+    if (!now && now_ms() - w->committed_at < COMMIT_PERIOD)
+        return;
+    w->committed_at = now_ms();
+    l = rd_kafka_topic_partition_list_new(4);
+    for (size_t i = 0; i < w->nparts; i++) {
+        struct part *p = w->parts[i];
+
+        if (p && p->active && p->commit_dirty) {
+            rd_kafka_topic_partition_list_add(l, w->cfg.events_topic, p->id)->offset = p->db_next;
+            p->commit_dirty = false;
+        }
+    }
+    if (l->cnt > 0)
+        (void)rd_kafka_commit(w->rk, l, 1);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void update_lag(struct worker *w, struct part *p)
+{
+    int64_t low, high;
+
+    if (rd_kafka_get_watermark_offsets(w->rk, w->cfg.events_topic, p->id, &low, &high) == 0 &&
+        high >= 0)
+        metrics_lag(w->m, p->id, high > p->db_next ? high - p->db_next : 0);
+}
+
+static void take_message(struct worker *w, rd_kafka_message_t *m)
+{
+    struct part *p;
+
+    if (m->err) {
+        if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
+            m->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE)
+            fatal(w,
+                  "%s [%" PRId32 "]: %s: the log no longer holds the next events to apply "
+                  "(lost events). Refusing to skip them; see docs/worker.md",
+                  w->cfg.events_topic, m->partition, rd_kafka_message_errstr(m));
+        else
+            log_warn(NULL, "kafka: %s", rd_kafka_message_errstr(m));
+        rd_kafka_message_destroy(m);
+        return;
+    }
+    atomic_store(&w->m->kafka_down, false);
+    p = part_get(w, m->partition, false);
+    if (!p || !p->active || m->offset < p->db_next) {
+        rd_kafka_message_destroy(m);
+        return;
+    }
+    if (p->len > 0 && m->offset <= q_at(p, p->len - 1)->offset)
+        q_drop_from(p, m->offset);
+    if (q_push(p, m) != 0) {
+        rd_kafka_message_destroy(m);
+        fatal(w, "out of memory");
+    }
+}
+
+/* Polls once with timeout, then drains what is already fetched while the queues are short:
+ * each pass applies at least a batch of every partition with messages, so the queues stay
+ * bounded (about two batches per assigned partition) even when the database is slower than
+ * the log. The poll itself always happens, to keep the group membership. */
+static void poll_messages(struct worker *w, int timeout)
+{
+    size_t queued = 0, active = 0, limit;
+    rd_kafka_message_t *m;
+
+    for (size_t i = 0; i < w->nparts; i++) {
+        if (w->parts[i] && w->parts[i]->active) {
+            queued += w->parts[i]->len;
+            active++;
+        }
+    }
+    limit = (size_t)w->cfg.batch_max * 2 * (active + 1);
+    m = rd_kafka_consumer_poll(w->rk, queued >= limit ? 0 : timeout);
+    while (m) {
+        take_message(w, m);
+        if (++queued >= limit || stopping(w))
+            break;
+        m = rd_kafka_consumer_poll(w->rk, 0);
+    }
+}
+
+/* ---- applying ---- */
+
+static int dead_letter_cb(void *opaque, const struct apply_dead_letter *dl)
+{
+    struct worker *w = opaque;
+    const rd_kafka_message_t *m = dl->msg->opaque;
+    struct apply_dead_letter_info info = {dl->msg->value,   dl->msg->len,    dl->error,
+                                          w->cfg.worker_id, dl->attempts,    w->cfg.events_topic,
+                                          dl->partition,    dl->msg->offset, NULL};
+    rd_kafka_headers_t *src = NULL, *hdrs = NULL;
+    char err[256];
+    size_t len;
+    char *json = apply_dead_letter_json(&info, &len);
+    int rc;
+
+    if (!json)
+        return -1;
+    if (m && rd_kafka_message_headers(m, &src) == RD_KAFKA_RESP_ERR_NO_ERROR && src)
+        hdrs = rd_kafka_headers_copy(src);
+    /* hdrs is taken by relay_dead_letter whatever happens. */
+    rc = relay_dead_letter(w->relay, dl->msg->key, dl->msg->key_len, hdrs, json, len, err,
+                           sizeof(err));
+    if (rc != 0)
+        log_warn(dl->msg->request_id, "dead letter of offset %" PRId64 " not delivered: %s",
+                 dl->msg->offset, err);
+    free(json);
+    return rc;
+}
+
+/* Publishes the partition's outbox. True when it is empty (the partition may apply). */
+static bool relay_part(struct worker *w, struct part *p)
+{
+    uint64_t published = 0;
+    char err[256];
+    enum relay_status rs;
+
+    uint64_t t0;
+
+    if (now_ms() < p->relay_retry_at)
+        return false;
+    t0 = now_us();
+    rs = relay_drain(w->relay, w->apply, p->id, &published, err, sizeof(err));
+    atomic_fetch_add(&w->m->outbox_us_sum, now_us() - t0);
+    atomic_fetch_add(&w->m->outbox_published, published);
+    switch (rs) {
+    case RELAY_OK:
+        p->outbox_dirty = false;
+        p->relay_backoff = 0;
+        return true;
+    case RELAY_DB_RETRY:
+        db_trouble(w, err);
+        return false;
+    case RELAY_BROKER_RETRY:
+        atomic_fetch_add(&w->m->outbox_errors, 1);
+        p->relay_backoff = next_backoff(p->relay_backoff);
+        p->relay_retry_at = now_ms() + p->relay_backoff;
+        log_warn(NULL,
+                 "outbox of partition %" PRId32 ": %s; retrying in %d ms, the partition "
+                 "waits",
+                 p->id, err, p->relay_backoff);
+        return false;
+    case RELAY_FATAL:
+        fatal(w, "outbox of partition %" PRId32 ": %s", p->id, err);
+        return false;
+    }
+    return false;
+}
+
+static void account(struct worker *w, const struct apply_result *res)
+{
+    atomic_fetch_add(&w->m->applied, res->applied);
+    atomic_fetch_add(&w->m->rejected, res->rejected);
+    atomic_fetch_add(&w->m->duplicates, res->duplicates);
+    atomic_fetch_add(&w->m->dead_letters, res->dead_letters);
+    atomic_fetch_add(&w->m->failed_batches, res->failed_batches);
+}
+
+static void process_part(struct worker *w, struct part *p)
+{
+    struct apply_result res;
+    size_t n;
+    uint64_t t0;
+    int rc;
+
+    if (p->outbox_dirty && !relay_part(w, p))
+        return;
+    if (!p->active || p->len == 0 || stopping(w))
+        return;
+    /* The log normally has no holes: a first message past the stored offset means fetching
+     * resumed somewhere unexpected. Seek back once to be sure nothing is skipped; if the log
+     * really has a gap there, the same message comes again and is applied. */
+    if (q_at(p, 0)->offset > p->db_next && p->gap_checked != p->db_next) {
+        log_info(NULL,
+                 "%s [%" PRId32 "]: next message at offset %" PRId64
+                 " but the database is at %" PRId64 "; seeking back to check",
+                 w->cfg.events_topic, p->id, q_at(p, 0)->offset, p->db_next);
+        p->gap_checked = p->db_next;
+        q_clear(p);
+        seek_part(w, p, p->db_next);
+        return;
+    }
+    n = p->len < (size_t)w->cfg.batch_max ? p->len : (size_t)w->cfg.batch_max;
+    for (size_t i = 0; i < n; i++) {
+        rd_kafka_message_t *m = q_at(p, i);
+        struct apply_msg *a = &w->amsgs[i];
+        char redrive[32];
+
+        a->value = m->payload;
+        a->len = m->len;
+        a->key = m->key;
+        a->key_len = m->key_len;
+        a->offset = m->offset;
+        a->request_id =
+            kafka_header_get(m, "request-id", w->rids[i], REQUEST_ID_LEN) >= 0 ? w->rids[i] : NULL;
+        a->redrive = kafka_header_get(m, "diary-redrive", redrive, sizeof(redrive)) >= 0;
+        a->opaque = m;
+    }
+    t0 = now_us();
+    rc = apply_batch(w->apply, p->id, p->db_next, w->amsgs, n, &res);
+    account(w, &res);
+    if (res.applied > 0)
+        p->outbox_dirty = true;
+    switch (rc) {
+    case APPLY_OK:
+        metrics_batch(w->m, n, now_us() - t0);
+        atomic_store(&w->m->pg_ok, true);
+        w->db_backoff = 0;
+        w->db_checked_at = now_ms();
+        p->db_next = res.next_offset;
+        q_drop_below(p, p->db_next);
+        p->commit_dirty = true;
+        update_lag(w, p);
+        if (p->outbox_dirty)
+            (void)relay_part(w, p);
+        break;
+    case APPLY_STALE:
+        atomic_fetch_add(&w->m->stale_batches, 1);
+        q_clear(p);
+        if (res.next_offset < 0) {
+            fatal(w, "partition %" PRId32 ": %s, and its consumer_offsets row is gone", p->id,
+                  res.error);
+            break;
+        }
+        log_warn(NULL,
+                 "%s [%" PRId32 "]: %s: another worker moved it to %" PRId64
+                 "; continuing from there",
+                 w->cfg.events_topic, p->id, res.error, res.next_offset);
+        p->db_next = res.next_offset;
+        seek_part(w, p, p->db_next);
+        break;
+    case APPLY_RETRY:
+        p->db_next = res.next_offset;
+        q_drop_below(p, p->db_next);
+        db_trouble(w, res.error);
+        break;
+    default:
+        fatal(w, "partition %" PRId32 ": %s", p->id, res.error);
+        break;
+    }
+}
+
+/* How long the next poll may wait: not at all when a partition has work it can do now. */
+static int poll_timeout(struct worker *w)
+{
+    int64_t now = now_ms();
+    int timeout = POLL_IDLE_MS;
+
+    for (size_t i = 0; i < w->nparts; i++) {
+        struct part *p = w->parts[i];
+
+        if (!p || !p->active || (!p->outbox_dirty && p->len == 0))
+            continue;
+        if (!p->outbox_dirty || p->relay_retry_at <= now)
+            return 0;
+        if (p->relay_retry_at - now < timeout)
+            timeout = (int)(p->relay_retry_at - now);
+    }
+    return timeout;
+}
+
+/* While librdkafka says all brokers are down, ask for metadata now and then to notice when
+ * they are back (for /readyz) even if no message flows. */
+static void check_kafka(struct worker *w)
+{
+    const struct rd_kafka_metadata *md;
+    int64_t now = now_ms();
+
+    if (!atomic_load(&w->m->kafka_down) || now - w->kafka_checked_at < KAFKA_CHECK_PERIOD)
+        return;
+    w->kafka_checked_at = now;
+    if (rd_kafka_metadata(w->rk, 0, NULL, &md, 1000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_metadata_destroy(md);
+        atomic_store(&w->m->kafka_down, false);
+    }
+}
+
+/* An idle worker would only notice a lost database with the next event: ask now and then,
+ * so that /readyz tells the truth and the reconnect starts early. */
+static void check_db(struct worker *w)
+{
+    PGresult *res;
+    int64_t now = now_ms();
+
+    if (now - w->db_checked_at < DB_CHECK_PERIOD)
+        return;
+    w->db_checked_at = now;
+    res = PQexec(w->pg, "SELECT 1");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        const char *e = PQerrorMessage(w->pg);
+        char why[256];
+
+        snprintf(why, sizeof(why), "postgres: %.*s", (int)strcspn(e, "\n"), e);
+        PQclear(res);
+        db_trouble(w, why);
+        return;
+    }
+    PQclear(res);
+    atomic_store(&w->m->pg_ok, true);
+}
+
+worker_t *worker_new(const struct worker_config *cfg, struct worker_metrics *m,
+                     const atomic_bool *stop, char *err, size_t errlen)
+{
+    struct worker *w = calloc(1, sizeof(*w));
+    char session[24];
+    rd_kafka_conf_t *conf;
+    struct apply_opts ao;
+
+    if (!w) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    w->cfg = *cfg;
+    w->m = m;
+    w->stop = stop;
+    w->amsgs = calloc((size_t)cfg->batch_max, sizeof(*w->amsgs));
+    w->rids = calloc((size_t)cfg->batch_max, sizeof(*w->rids));
+    if (!w->amsgs || !w->rids) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    snprintf(session, sizeof(session), "%ld", cfg->session_timeout_ms);
+    {
+        /* clang-format off */
+        const char *kv[] = {
+            "group.id", cfg->group,
+            "partition.assignment.strategy", "cooperative-sticky",
+            "enable.auto.commit", "false",
+            "enable.auto.offset.store", "false",
+            /* An offset out of range is lost events: say so, never jump. */
+            "auto.offset.reset", "error",
+            "fetch.wait.max.ms", "10",
+            "session.timeout.ms", session,
+            "enable.partition.eof", "false",
+            NULL};
+        /* clang-format on */
+        conf = kafka_conf_new(cfg->bootstrap, cfg->worker_id, kv, err, errlen);
+    }
+    if (!conf)
+        goto fail;
+    rd_kafka_conf_set_opaque(conf, w);
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+    w->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, errlen);
+    if (!w->rk) {
+        rd_kafka_conf_destroy(conf);
+        goto fail;
+    }
+    rd_kafka_poll_set_consumer(w->rk);
+    w->relay =
+        relay_new(cfg->bootstrap, cfg->worker_id, cfg->changes_topic, cfg->dlq_topic, err, errlen);
+    if (!w->relay)
+        goto fail;
+    memset(&ao, 0, sizeof(ao));
+    ao.group = cfg->group;
+    ao.topic = cfg->events_topic;
+    ao.worker = cfg->worker_id;
+    ao.dead_letter_cb = dead_letter_cb;
+    ao.cb_opaque = w;
+    ao.mode = cfg->per_event ? APPLY_MODE_EVENT : APPLY_MODE_SET;
+    w->apply = apply_new(NULL, &ao);
+    if (!w->apply) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    return w;
+fail:
+    worker_destroy(w);
+    return NULL;
+}
+
+int worker_run(worker_t *w)
+{
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_resp_err_t e;
+
+    rd_kafka_topic_partition_list_add(topics, w->cfg.events_topic, RD_KAFKA_PARTITION_UA);
+    e = rd_kafka_subscribe(w->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (e) {
+        log_error(NULL, "kafka: subscribe to %s: %s", w->cfg.events_topic, rd_kafka_err2str(e));
+        return 1;
+    }
+    log_info(NULL, "worker %s: group %s, applying %s, changes to %s, dead letters to %s",
+             w->cfg.worker_id, w->cfg.group, w->cfg.events_topic, w->cfg.changes_topic,
+             w->cfg.dlq_topic);
+    if (db_ensure(w)) {
+        while (!stopping(w)) {
+            poll_messages(w, poll_timeout(w));
+            for (size_t k = 0; k < w->nparts && !stopping(w); k++) {
+                struct part *p = w->parts[(w->rr + k) % w->nparts];
+                if (p && p->active)
+                    process_part(w, p);
+            }
+            w->rr++;
+            commit_kafka(w, false);
+            check_kafka(w);
+            if (!stopping(w))
+                check_db(w);
+        }
+    }
+    /* Nothing is half-applied here: each batch committed or rolled back inside apply_batch. */
+    log_info(NULL, "leaving the group%s", w->fatal ? " after a fatal error" : "");
+    commit_kafka(w, true);
+    for (size_t i = 0; i < w->nparts; i++)
+        if (w->parts[i])
+            q_clear(w->parts[i]);
+    w->in_rebalance = false;
+    e = rd_kafka_consumer_close(w->rk);
+    if (e)
+        log_warn(NULL, "kafka: consumer close: %s", rd_kafka_err2str(e));
+    return w->fatal ? 1 : 0;
+}
+
+void worker_destroy(worker_t *w)
+{
+    if (!w)
+        return;
+    for (size_t i = 0; i < w->nparts; i++) {
+        if (w->parts[i]) {
+            q_clear(w->parts[i]);
+            free(w->parts[i]->q);
+            free(w->parts[i]);
+        }
+    }
+    free(w->parts);
+    /* Messages hold references into the consumer: all are destroyed above, before it. */
+    if (w->rk)
+        rd_kafka_destroy(w->rk);
+    relay_destroy(w->relay);
+    apply_destroy(w->apply);
+    PQfinish(w->pg);
+    free(w->amsgs);
+    free(w->rids);
+    free(w);
+}
