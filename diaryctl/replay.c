@@ -163,6 +163,7 @@ static int count_part(struct replay *r, struct rpart *p)
         }
         evt_clear(&e);
         r->done++;
+        p->next = m->offset + 1;
         rd_kafka_message_destroy(p->held[i]);
     }
     p->n = 0;

@@ -4,6 +4,9 @@
 
 PASS=0
 FAIL=0
+# A test stopped by a signal still runs its EXIT trap (which stops its stack).
+trap 'exit 143' TERM
+trap 'exit 130' INT
 ok() { PASS=$((PASS + 1)); echo "ok - $*"; }
 notok() { FAIL=$((FAIL + 1)); echo "not ok - $*"; }
 bail() { notok "$*"; echo "# bailing out"; exit 1; }

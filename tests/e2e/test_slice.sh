@@ -14,6 +14,8 @@ export DIARY_HTTP_PORT=$(free_port) PG_PRIMARY_PORT=$(free_port) PG_REPLICA_PORT
 export DIARY_WORKER_PORT=$(free_port)
 # Cheap argon2id for tests: the same code path, minimal cost.
 export DIARY_PWHASH_OPSLIMIT=1 DIARY_PWHASH_MEMLIMIT=8192
+# Debug logs: the worker logs each applied event (with its request id) at debug level only.
+export DIARY_LOG_LEVEL=debug
 cleanup() {
   "$top/scripts/stack.sh" down >/dev/null 2>&1
   sanitizer_check "$RUN_DIR/logs"
@@ -105,7 +107,7 @@ expect_json "event applied" '.status' '"applied"'
 check "change event on diary.changes" wait_for 20 "change event" bash -c \
   "kcat -C -b $KAFKA_BOOTSTRAP -t diary.changes -e -q 2>/dev/null | jq -e 'select(.data.source.event_id == \"$event_id\" and .data.table == \"daily_meals\" and .data.op == \"u\")' >/dev/null"
 check "outbox drained" wait_for 10 "outbox" bash -c "[ \$(psql -tAX '$PG_PRIMARY_URL' -c 'SELECT count(*) FROM outbox') = 0 ]"
-check "request id reached the worker's log" grep -q 'slice-request-0001' "$RUN_DIR/logs/worker-1.log"
+check "request id reached the worker's log" grep -q '"request_id":"slice-request-0001"' "$RUN_DIR/logs/worker-1.log"
 
 # --- bad input: a problem+json each, and nothing changes ------------------------------------
 snapshot() { psql -tAX "$PG_PRIMARY_URL" -c "SELECT count(*), coalesce(sum(amount),0) FROM daily_meals; SELECT count(*) FROM foods; SELECT count(*) FROM users"; }
@@ -130,8 +132,10 @@ expect_status "tampered token" 401
 http GET "/v1/foods/$food_id" -H "Authorization: Bearer $BOB"
 expect_status "someone else's food is not found" 404
 expect_problem "someone else's food problem"
-http PUT "/v1/diary/2026-11-24/lunch/$food_id" '{"amount":10}' -H "Authorization: Bearer $BOB" -H 'Prefer: wait=15'
+http PUT "/v1/diary/2026-11-24/lunch/$food_id" '{"amount":10}' -H "Authorization: Bearer $BOB" -H 'Prefer: wait=15' \
+  -H 'X-Request-Id: slice-request-0002'
 expect_status "logging someone else's food is rejected" 422
+check "the rejection's request id is in the worker's log" grep -q '"request_id":"slice-request-0002".*rejected' "$RUN_DIR/logs/worker-1.log"
 expect_problem "someone else's food rejection problem"
 http GET /v1/diary/2026-11-24 -H "Authorization: Bearer $BOB"
 expect_json "bob's day is empty" '.meals.breakfast | length' 0
