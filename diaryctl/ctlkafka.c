@@ -11,10 +11,19 @@
 
 rd_kafka_t *ctl_reader_new(const char *bootstrap, char *err, size_t errlen)
 {
-    static const char *const settings[] = {
-        "group.id", "diaryctl-reader", "enable.auto.commit", "false",
-        "enable.partition.eof", "true", "fetch.wait.max.ms", "10",
-        "auto.offset.reset", "earliest", "log_level", "3", NULL};
+    static const char *const settings[] = {"group.id",
+                                           "diaryctl-reader",
+                                           "enable.auto.commit",
+                                           "false",
+                                           "enable.partition.eof",
+                                           "true",
+                                           "fetch.wait.max.ms",
+                                           "10",
+                                           "auto.offset.reset",
+                                           "earliest",
+                                           "log_level",
+                                           "3",
+                                           NULL};
     char id[64];
     rd_kafka_conf_t *conf;
     rd_kafka_t *rk;
@@ -112,8 +121,8 @@ int ctl_parse_time(const char *s, int64_t *ms)
     return 0;
 }
 
-int ctl_scan_topic(rd_kafka_t *rk, const struct ctl_scan *s, ctl_msg_cb cb, void *arg,
-                   char *err, size_t errlen)
+int ctl_scan_topic(rd_kafka_t *rk, const struct ctl_scan *s, ctl_msg_cb cb, void *arg, char *err,
+                   size_t errlen)
 {
     int parts = ctl_partition_count(rk, s->topic, err, errlen);
     rd_kafka_topic_partition_list_t *tp = NULL;

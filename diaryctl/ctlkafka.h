@@ -17,17 +17,16 @@ int ctl_partition_count(rd_kafka_t *rk, const char *topic, char *err, size_t err
  * on stderr when neither. */
 const char *ctl_bootstrap(const char *flag);
 
-
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 struct ctl_scan {
     const char *topic;
-    int64_t start;         /* RD_KAFKA_OFFSET_BEGINNING, RD_KAFKA_OFFSET_END or an offset */
-    int64_t start_time_ms; /* when > 0: start at the first message at or after this time */
-    int32_t partition;     /* -1: every partition */
-    bool to_end;           /* stop at the high watermarks seen at the start */
+    int64_t start;               /* RD_KAFKA_OFFSET_BEGINNING, RD_KAFKA_OFFSET_END or an offset */
+    int64_t start_time_ms;       /* when > 0: start at the first message at or after this time */
+    int32_t partition;           /* -1: every partition */
+    bool to_end;                 /* stop at the high watermarks seen at the start */
     volatile sig_atomic_t *stop; /* set by a signal handler to stop early; may be NULL */
 };
 
@@ -35,8 +34,8 @@ struct ctl_scan {
 typedef int (*ctl_msg_cb)(const rd_kafka_message_t *m, void *arg);
 
 /* Reads the topic as s says and calls cb for every message. Returns 0, or -1 with err. */
-int ctl_scan_topic(rd_kafka_t *rk, const struct ctl_scan *s, ctl_msg_cb cb, void *arg,
-                   char *err, size_t errlen) __attribute__((warn_unused_result));
+int ctl_scan_topic(rd_kafka_t *rk, const struct ctl_scan *s, ctl_msg_cb cb, void *arg, char *err,
+                   size_t errlen) __attribute__((warn_unused_result));
 
 /* Installs SIGINT/SIGTERM handlers that set *flag. */
 void ctl_on_interrupt(volatile sig_atomic_t *flag);

@@ -19,8 +19,8 @@
 
 struct dlq_state {
     int json;
-    const char *only_event;        /* redrive/list: only dead letters of this event id */
-    struct position *picks;        /* show/redrive: only these P:O */
+    const char *only_event; /* redrive/list: only dead letters of this event id */
+    struct position *picks; /* show/redrive: only these P:O */
     size_t npicks;
     int dry_run, show;
     rd_kafka_t *producer;
@@ -87,13 +87,13 @@ static int redrive(struct dlq_state *st, const rd_kafka_message_t *m, json_t *dl
     }
     /* Keep the original headers (request id, type) and say where the redrive came from. */
     hdrs = rd_kafka_message_headers(m, &orig) == 0 ? rd_kafka_headers_copy(orig)
-                                                    : rd_kafka_headers_new(2);
+                                                   : rd_kafka_headers_new(2);
     rd_kafka_header_remove(hdrs, "diary-redrive");
     rd_kafka_header_add(hdrs, "diary-redrive", -1, where, -1);
     err = rd_kafka_producev(st->producer, RD_KAFKA_V_TOPIC(st->events_topic),
                             RD_KAFKA_V_KEY(m->key, m->key_len), RD_KAFKA_V_VALUE(value, len),
-                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
-                            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_HEADERS(hdrs),
+                            RD_KAFKA_V_END);
     if (err) {
         fprintf(stderr, "dlq: redrive %s: %s\n", where, rd_kafka_err2str(err));
         rd_kafka_headers_destroy(hdrs);
@@ -125,9 +125,9 @@ static int dlq_cb(const rd_kafka_message_t *m, void *arg)
     if (st->producer || st->dry_run) {
         redrive(st, m, dl);
     } else if (st->show || st->json) {
-        json_t *o = json_pack("{s:i, s:I, s:s%}", "partition", (int)m->partition, "offset",
-                              (json_int_t)m->offset, "key", m->key ? (const char *)m->key : "",
-                              m->key_len);
+        json_t *o =
+            json_pack("{s:i, s:I, s:s%}", "partition", (int)m->partition, "offset",
+                      (json_int_t)m->offset, "key", m->key ? (const char *)m->key : "", m->key_len);
         json_object_set(o, "dead_letter", dl ? dl : json_null());
         if (ev)
             json_object_set(o, "original", ev);
@@ -137,9 +137,9 @@ static int dlq_cb(const rd_kafka_message_t *m, void *arg)
         json_decref(o);
     } else {
         printf("%3d:%-8lld %-24s %-36s %-26s %-10s x%-2lld %s\n", (int)m->partition,
-               (long long)m->offset,
-               json_string_value(json_object_get(dl, "time")) ?: "-", evid ? evid : "-",
-               type ? type : "-", json_string_value(json_object_get(dl, "worker")) ?: "-",
+               (long long)m->offset, json_string_value(json_object_get(dl, "time")) ?: "-",
+               evid ? evid : "-", type ? type : "-",
+               json_string_value(json_object_get(dl, "worker")) ?: "-",
                (long long)json_integer_value(json_object_get(dl, "attempts")),
                json_string_value(json_object_get(dl, "error")) ?: "(not a dead letter)");
     }
@@ -161,12 +161,12 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 int ctl_dlq(int argc, char **argv)
 {
     static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
-                                          {"all", no_argument, NULL, 'a'},
-                                          {"event", required_argument, NULL, 'E'},
-                                          {"dry-run", no_argument, NULL, 'n'},
-                                          {"bootstrap", required_argument, NULL, 'b'},
-                                          {"help", no_argument, NULL, 'h'},
-                                          {NULL, 0, NULL, 0}};
+                                         {"all", no_argument, NULL, 'a'},
+                                         {"event", required_argument, NULL, 'E'},
+                                         {"dry-run", no_argument, NULL, 'n'},
+                                         {"bootstrap", required_argument, NULL, 'b'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     struct dlq_state st;
     struct ctl_scan scan = {0};
     static volatile sig_atomic_t stop;
@@ -190,23 +190,36 @@ int ctl_dlq(int argc, char **argv)
     optind = 2;
     while ((c = getopt_long(argc, argv, "jaE:nb:h", opts, NULL)) != -1) {
         switch (c) {
-        case 'j': st.json = 1; break;
-        case 'a': all = 1; break;
-        case 'E': st.only_event = optarg; break;
-        case 'n': st.dry_run = 1; break;
-        case 'b': bflag = optarg; break;
+        case 'j':
+            st.json = 1;
+            break;
+        case 'a':
+            all = 1;
+            break;
+        case 'E':
+            st.only_event = optarg;
+            break;
+        case 'n':
+            st.dry_run = 1;
+            break;
+        case 'b':
+            bflag = optarg;
+            break;
         case 'h':
             printf("usage: diaryctl dlq list [--json] | show P:O... | redrive "
                    "(P:O...|--event ID|--all) [--dry-run]\n");
             return CTL_OK;
-        default: return CTL_USAGE;
+        default:
+            return CTL_USAGE;
         }
     }
     st.picks = calloc((size_t)(argc - optind) + 1, sizeof(*st.picks));
     for (int i = optind; i < argc; i++) {
         if (position_parse(argv[i], &st.picks[st.npicks]) != 0) {
-            fprintf(stderr, "diaryctl dlq: \"%s\" is not a partition:offset of the dead letter "
-                            "topic\n", argv[i]);
+            fprintf(stderr,
+                    "diaryctl dlq: \"%s\" is not a partition:offset of the dead letter "
+                    "topic\n",
+                    argv[i]);
             free(st.picks);
             return CTL_USAGE;
         }
@@ -240,8 +253,8 @@ int ctl_dlq(int argc, char **argv)
         }
     }
     if (!strcmp(verb, "list") && !st.json)
-        printf("%-12s %-24s %-36s %-26s %-10s %-3s %s\n", "P:O", "TIME", "EVENT", "TYPE",
-               "WORKER", "ATT", "ERROR");
+        printf("%-12s %-24s %-36s %-26s %-10s %-3s %s\n", "P:O", "TIME", "EVENT", "TYPE", "WORKER",
+               "ATT", "ERROR");
     scan.topic = config_str("DIARY_DLQ_TOPIC");
     scan.start = RD_KAFKA_OFFSET_BEGINNING;
     scan.partition = -1;

@@ -15,12 +15,12 @@
 int ctl_lag(int argc, char **argv)
 {
     static const struct option opts[] = {{"group", required_argument, NULL, 'g'},
-                                          {"topic", required_argument, NULL, 't'},
-                                          {"url", required_argument, NULL, 'u'},
-                                          {"bootstrap", required_argument, NULL, 'b'},
-                                          {"json", no_argument, NULL, 'j'},
-                                          {"help", no_argument, NULL, 'h'},
-                                          {NULL, 0, NULL, 0}};
+                                         {"topic", required_argument, NULL, 't'},
+                                         {"url", required_argument, NULL, 'u'},
+                                         {"bootstrap", required_argument, NULL, 'b'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *group = config_str("DIARY_GROUP"), *topic = config_str("DIARY_EVENTS_TOPIC");
     const char *url = config_str("PG_PRIMARY_URL"), *bflag = NULL, *bootstrap;
     int c, json = 0, rc = CTL_FAIL, parts;
@@ -33,16 +33,27 @@ int ctl_lag(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "g:t:u:b:jh", opts, NULL)) != -1) {
         switch (c) {
-        case 'g': group = optarg; break;
-        case 't': topic = optarg; break;
-        case 'u': url = optarg; break;
-        case 'b': bflag = optarg; break;
-        case 'j': json = 1; break;
+        case 'g':
+            group = optarg;
+            break;
+        case 't':
+            topic = optarg;
+            break;
+        case 'u':
+            url = optarg;
+            break;
+        case 'b':
+            bflag = optarg;
+            break;
+        case 'j':
+            json = 1;
+            break;
         case 'h':
             printf("usage: diaryctl lag [--group G] [--topic T] [--url DB] [--bootstrap B] "
                    "[--json]\n");
             return CTL_OK;
-        default: return CTL_USAGE;
+        default:
+            return CTL_USAGE;
         }
     }
     if (optind < argc) {
@@ -99,8 +110,8 @@ int ctl_lag(int argc, char **argv)
         else if (applied < 0)
             printf("%-20s %9d %12" PRId64 " %12s %10" PRId64 "\n", topic, p, hi, "-", lag);
         else
-            printf("%-20s %9d %12" PRId64 " %12" PRId64 " %10" PRId64 "%s\n", topic, p, hi,
-                   applied, lag, lag < 0 ? "  (database ahead of the log!)" : "");
+            printf("%-20s %9d %12" PRId64 " %12" PRId64 " %10" PRId64 "%s\n", topic, p, hi, applied,
+                   lag, lag < 0 ? "  (database ahead of the log!)" : "");
     }
     if (!json)
         printf("total lag %" PRId64 " (group %s)\n", total, group);

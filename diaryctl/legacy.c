@@ -29,7 +29,7 @@
 
 enum { K_USER, K_FOOD, K_SETTINGS, K_WEIGHT, K_ENTRY, K_KINDS };
 static const char *const kind_names[K_KINDS] = {"users", "foods", "settings", "weights",
-                                                 "meal entries"};
+                                                "meal entries"};
 
 struct legacy_user {
     char *legacy_id;
@@ -64,8 +64,8 @@ static void reject(struct import *im, int kind, const char *file, const char *re
 {
     im->rejected[kind]++;
     if (im->json) {
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "level", "rejected", "file", file,
-                              "record", record, "reason", reason);
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "level", "rejected", "file", file, "record",
+                              record, "reason", reason);
         char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
         fprintf(stderr, "%s\n", s);
         free(s);
@@ -144,8 +144,8 @@ static int already_applied(struct import *im, const char *event_id)
 
     if (!im->pg)
         return 0;
-    r = PQexecParams(im->pg, "SELECT 1 FROM processed_events WHERE event_id = $1", 1, NULL,
-                     params, NULL, NULL, 0);
+    r = PQexecParams(im->pg, "SELECT 1 FROM processed_events WHERE event_id = $1", 1, NULL, params,
+                     NULL, NULL, 0);
     found = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0;
     PQclear(r);
     return found;
@@ -188,7 +188,8 @@ static int emit(struct import *im, int kind, const char *type, const char *user_
         err = rd_kafka_producev(
             im->producer, RD_KAFKA_V_TOPIC(im->topic), RD_KAFKA_V_KEY(user_id, strlen(user_id)),
             RD_KAFKA_V_VALUE(value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
-            RD_KAFKA_V_HEADER("request-id", e.requestid, -1), RD_KAFKA_V_HEADER("ce_type", type, -1),
+            RD_KAFKA_V_HEADER("request-id", e.requestid, -1),
+            RD_KAFKA_V_HEADER("ce_type", type, -1),
             RD_KAFKA_V_HEADER("content-type", "application/cloudevents+json", -1), RD_KAFKA_V_END);
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || tries > 100)
             break;
@@ -226,10 +227,10 @@ static json_t *load_json(const char *dir, const char *name, int required, char *
 }
 
 /* The event id of a legacy record: BLAKE2b of "legacy", the record's kind and its legacy ids. */
-#define derive(out, ...)                                                                   \
-    do {                                                                                   \
-        const char *const parts_[] = {__VA_ARGS__};                                        \
-        uuid_derive((out), "legacy", parts_, (int)(sizeof(parts_) / sizeof(parts_[0])));   \
+#define derive(out, ...)                                                                           \
+    do {                                                                                           \
+        const char *const parts_[] = {__VA_ARGS__};                                                \
+        uuid_derive((out), "legacy", parts_, (int)(sizeof(parts_) / sizeof(parts_[0])));           \
     } while (0)
 
 static int import_users(struct import *im, json_t *arr)
@@ -243,7 +244,8 @@ static int import_users(struct import *im, json_t *arr)
         return 0;
     }
     im->users = calloc(json_array_size(arr) + 1, sizeof(*im->users));
-    json_array_foreach(arr, i, u) {
+    json_array_foreach(arr, i, u)
+    {
         const char *id = legacy_id(json_object_get(u, "id"), lid, sizeof(lid));
         const char *hash = json_string_value(json_object_get(u, "passwordHash"));
         const char *email = json_string_value(json_object_get(u, "email"));
@@ -260,8 +262,10 @@ static int import_users(struct import *im, json_t *arr)
             reject(im, K_USER, "users.json", rec, "id: a second user with this id");
             continue;
         }
-        if (!hash || !(strncmp(hash, "$2a$", 4) == 0 || strncmp(hash, "$2b$", 4) == 0 ||
-                       strncmp(hash, "$2y$", 4) == 0) || strlen(hash) != 60) {
+        if (!hash ||
+            !(strncmp(hash, "$2a$", 4) == 0 || strncmp(hash, "$2b$", 4) == 0 ||
+              strncmp(hash, "$2y$", 4) == 0) ||
+            strlen(hash) != 60) {
             reject(im, K_USER, "users.json", rec, "passwordHash: not a bcrypt hash ($2a$/$2b$)");
             continue;
         }
@@ -311,7 +315,8 @@ static int import_foods(struct import *im, json_t *arr)
         return 0;
     }
     im->foods = calloc(json_array_size(arr) + 1, sizeof(*im->foods));
-    json_array_foreach(arr, i, f) {
+    json_array_foreach(arr, i, f)
+    {
         const char *id = legacy_id(json_object_get(f, "id"), lid, sizeof(lid));
         const struct legacy_user *owner =
             find_user(im, legacy_id(json_object_get(f, "userId"), uidbuf, sizeof(uidbuf)));
@@ -333,8 +338,8 @@ static int import_foods(struct import *im, json_t *arr)
         }
         body = json_pack("{s:O?, s:O?, s:O?, s:O?, s:O?}", "name", json_object_get(f, "name"),
                          "calories_per_100g", json_object_get(f, "caloriesPer100g"),
-                         "protein_per_100g", json_object_get(f, "proteinPer100g"),
-                         "carbs_per_100g", json_object_get(f, "carbsPer100g"), "fat_per_100g",
+                         "protein_per_100g", json_object_get(f, "proteinPer100g"), "carbs_per_100g",
+                         json_object_get(f, "carbsPer100g"), "fat_per_100g",
                          json_object_get(f, "fatPer100g"));
         errors = validate_body(validate_schema("food.create"), body);
         if (errors) {
@@ -366,7 +371,8 @@ static int import_settings(struct import *im, json_t *obj)
         reject(im, K_SETTINGS, "settings.json", "(file)", "must be a JSON object");
         return 0;
     }
-    json_object_foreach(obj, lid, s) {
+    json_object_foreach(obj, lid, s)
+    {
         const struct legacy_user *owner = find_user(im, lid);
         json_t *body, *errors;
         diary_uuid_t ev;
@@ -376,16 +382,17 @@ static int import_settings(struct import *im, json_t *obj)
             reject(im, K_SETTINGS, "settings.json", rec, "no such (imported) user");
             continue;
         }
-        body = json_pack("{s:O?, s:O?, s:O?, s:O?}", "unit_system",
-                         json_object_get(s, "unitSystem"), "daily_calorie_goal",
-                         json_object_get(s, "dailyCalorieGoal"), "protein_percentage",
-                         json_object_get(s, "proteinPercentage"), "fat_percentage",
-                         json_object_get(s, "fatPercentage"));
+        body =
+            json_pack("{s:O?, s:O?, s:O?, s:O?}", "unit_system", json_object_get(s, "unitSystem"),
+                      "daily_calorie_goal", json_object_get(s, "dailyCalorieGoal"),
+                      "protein_percentage", json_object_get(s, "proteinPercentage"),
+                      "fat_percentage", json_object_get(s, "fatPercentage"));
         /* Absent legacy fields keep the defaults: drop the nulls. */
         const char *k;
         json_t *v;
         void *tmp;
-        json_object_foreach_safe(body, tmp, k, v) {
+        json_object_foreach_safe(body, tmp, k, v)
+        {
             if (json_is_null(v))
                 json_object_del(body, k);
         }
@@ -413,7 +420,8 @@ static int import_weights(struct import *im, json_t *obj)
         reject(im, K_WEIGHT, "weights.json", "(file)", "must be a JSON object");
         return 0;
     }
-    json_object_foreach(obj, lid, list) {
+    json_object_foreach(obj, lid, list)
+    {
         const struct legacy_user *owner = find_user(im, lid);
         size_t i;
         json_t *w;
@@ -424,13 +432,13 @@ static int import_weights(struct import *im, json_t *obj)
                    owner ? "must be a list of {date, weight}" : "no such (imported) user");
             continue;
         }
-        json_array_foreach(list, i, w) {
+        json_array_foreach(list, i, w)
+        {
             const char *date = json_string_value(json_object_get(w, "date"));
             json_t *body, *errors;
             diary_uuid_t ev, wid;
 
-            snprintf(rec, sizeof(rec), "user %s record %zu (date %s)", lid, i,
-                     date ? date : "?");
+            snprintf(rec, sizeof(rec), "user %s record %zu (date %s)", lid, i, date ? date : "?");
             if (!date || !validate_date(date)) {
                 reject(im, K_WEIGHT, "weights.json", rec, "date: must be a date YYYY-MM-DD");
                 continue;
@@ -464,7 +472,8 @@ static int import_day(struct import *im, const struct legacy_user *owner, const 
     json_t *items;
     char rec[200], why[200], fidbuf[128];
 
-    json_object_foreach(day, meal, items) {
+    json_object_foreach(day, meal, items)
+    {
         size_t i;
         json_t *it;
         int known = 0;
@@ -478,7 +487,8 @@ static int import_day(struct import *im, const struct legacy_user *owner, const 
                          : "not a meal type (breakfast, lunch, dinner, snack)");
             continue;
         }
-        json_array_foreach(items, i, it) {
+        json_array_foreach(items, i, it)
+        {
             const char *fid = legacy_id(json_object_get(it, "foodId"), fidbuf, sizeof(fidbuf));
             const struct legacy_food *food = find_food(im, fid);
             json_t *body, *errors;
@@ -616,11 +626,10 @@ static void summary(const struct import *im)
                               im->dry_run, "sent", (json_int_t)im->produced, "acknowledged",
                               (json_int_t)im->delivered, "failed", (json_int_t)im->failed);
         for (int k = 0; k < K_KINDS; k++)
-            json_object_set_new(o, kind_names[k],
-                                json_pack("{s:I, s:I, s:I}", "imported",
-                                          (json_int_t)im->imported[k], "skipped",
-                                          (json_int_t)im->skipped[k], "rejected",
-                                          (json_int_t)im->rejected[k]));
+            json_object_set_new(
+                o, kind_names[k],
+                json_pack("{s:I, s:I, s:I}", "imported", (json_int_t)im->imported[k], "skipped",
+                          (json_int_t)im->skipped[k], "rejected", (json_int_t)im->rejected[k]));
         char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
         printf("%s\n", s);
         free(s);
@@ -640,12 +649,12 @@ static void summary(const struct import *im)
 int ctl_import_legacy(int argc, char **argv)
 {
     static const struct option opts[] = {{"dry-run", no_argument, NULL, 'n'},
-                                          {"url", required_argument, NULL, 'u'},
-                                          {"bootstrap", required_argument, NULL, 'b'},
-                                          {"topic", required_argument, NULL, 't'},
-                                          {"json", no_argument, NULL, 'j'},
-                                          {"help", no_argument, NULL, 'h'},
-                                          {NULL, 0, NULL, 0}};
+                                         {"url", required_argument, NULL, 'u'},
+                                         {"bootstrap", required_argument, NULL, 'b'},
+                                         {"topic", required_argument, NULL, 't'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     struct import im;
     const char *url = config_str("PG_PRIMARY_URL"), *bflag = NULL, *bootstrap;
     json_t *users = NULL, *foods = NULL, *settings = NULL, *weights = NULL;
@@ -658,18 +667,29 @@ int ctl_import_legacy(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "nu:b:t:jh", opts, NULL)) != -1) {
         switch (c) {
-        case 'n': im.dry_run = 1; break;
-        case 'u': url = optarg; break;
-        case 'b': bflag = optarg; break;
-        case 't': im.topic = optarg; break;
-        case 'j': im.json = 1; break;
+        case 'n':
+            im.dry_run = 1;
+            break;
+        case 'u':
+            url = optarg;
+            break;
+        case 'b':
+            bflag = optarg;
+            break;
+        case 't':
+            im.topic = optarg;
+            break;
+        case 'j':
+            im.json = 1;
+            break;
         case 'h':
             printf("usage: diaryctl import-legacy [--dry-run] [--json] [--url DB] "
                    "[--bootstrap B] DIR\n"
                    "Produces the old application's users, foods, settings, weights and meals "
                    "as events.\n");
             return CTL_OK;
-        default: return CTL_USAGE;
+        default:
+            return CTL_USAGE;
         }
     }
     if (argc - optind != 1) {
@@ -726,8 +746,8 @@ int ctl_import_legacy(int argc, char **argv)
         }
     }
     if (import_users(&im, users) || (foods && import_foods(&im, foods)) ||
-        (settings && import_settings(&im, settings)) ||
-        (weights && import_weights(&im, weights)) || import_meals(&im))
+        (settings && import_settings(&im, settings)) || (weights && import_weights(&im, weights)) ||
+        import_meals(&im))
         goto out;
     if (im.producer) {
         while (rd_kafka_outq_len(im.producer) > 0) {

@@ -84,8 +84,8 @@ static int load_migrations(const char *dir, struct migration **out, size_t *coun
             goto fail;
         }
         n++;
-        crypto_generichash(h, sizeof(h), (const unsigned char *)m[n - 1].sql,
-                           strlen(m[n - 1].sql), NULL, 0);
+        crypto_generichash(h, sizeof(h), (const unsigned char *)m[n - 1].sql, strlen(m[n - 1].sql),
+                           NULL, 0);
         sodium_bin2hex(m[n - 1].checksum, sizeof(m[n - 1].checksum), h, sizeof(h));
     }
     closedir(d);
@@ -155,10 +155,10 @@ fail:
 int ctl_migrate(int argc, char **argv)
 {
     static const struct option opts[] = {{"dry-run", no_argument, NULL, 'n'},
-                                          {"dir", required_argument, NULL, 'd'},
-                                          {"url", required_argument, NULL, 'u'},
-                                          {"help", no_argument, NULL, 'h'},
-                                          {NULL, 0, NULL, 0}};
+                                         {"dir", required_argument, NULL, 'd'},
+                                         {"url", required_argument, NULL, 'u'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *dir = "schema/migrations", *url = config_str("PG_PRIMARY_URL");
     int dry = 0, c, rc = CTL_FAIL, applied = 0, pending = 0;
     struct migration *m = NULL;
@@ -169,15 +169,22 @@ int ctl_migrate(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "nd:u:h", opts, NULL)) != -1) {
         switch (c) {
-        case 'n': dry = 1; break;
-        case 'd': dir = optarg; break;
-        case 'u': url = optarg; break;
+        case 'n':
+            dry = 1;
+            break;
+        case 'd':
+            dir = optarg;
+            break;
+        case 'u':
+            url = optarg;
+            break;
         case 'h':
             printf("usage: diaryctl migrate [--dry-run] [--dir DIR] [--url URL]\n"
                    "Applies DIR/NNNN_*.sql (default schema/migrations) to URL (default "
                    "$PG_PRIMARY_URL).\n");
             return CTL_OK;
-        default: return CTL_USAGE;
+        default:
+            return CTL_USAGE;
         }
     }
     if (optind < argc) {

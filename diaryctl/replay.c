@@ -73,7 +73,8 @@ static void report(struct replay *r, int final)
         fprintf(stderr, "\n");
     printf("{\"level\":\"%s\",\"group\":\"%s\",\"done\":%" PRId64 ",\"total\":%" PRId64
            ",\"applied\":%" PRId64 ",\"rejected\":%" PRId64 ",\"duplicates\":%" PRId64
-           ",\"dead_letters\":%" PRId64 ",\"seconds\":%.2f,\"events_per_s\":%.0f,\"eta_s\":%.0f%s}\n",
+           ",\"dead_letters\":%" PRId64
+           ",\"seconds\":%.2f,\"events_per_s\":%.0f,\"eta_s\":%.0f%s}\n",
            final ? "summary" : "progress", r->group, r->done, r->total, r->applied, r->rejected,
            r->duplicates, r->dead, secs, rate, eta, r->dry_run ? ",\"dry_run\":true" : "");
     fflush(stdout);
@@ -135,8 +136,8 @@ static int flush_part(struct replay *r, struct rpart *p)
         char part[16];
         const char *params[1] = {part};
         snprintf(part, sizeof(part), "%d", p->partition);
-        PQclear(PQexecParams(r->pg, "DELETE FROM outbox WHERE \"partition\" = $1", 1, NULL,
-                             params, NULL, NULL, 0));
+        PQclear(PQexecParams(r->pg, "DELETE FROM outbox WHERE \"partition\" = $1", 1, NULL, params,
+                             NULL, NULL, 0));
     }
     return rc;
 }
@@ -153,8 +154,9 @@ static int count_part(struct replay *r, struct rpart *p)
             r->dead++;
         } else {
             const char *params[1] = {e.id};
-            PGresult *res = PQexecParams(r->pg, "SELECT 1 FROM processed_events WHERE event_id = $1",
-                                         1, NULL, params, NULL, NULL, 0);
+            PGresult *res =
+                PQexecParams(r->pg, "SELECT 1 FROM processed_events WHERE event_id = $1", 1, NULL,
+                             params, NULL, NULL, 0);
             if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0)
                 r->duplicates++;
             else
@@ -196,7 +198,8 @@ static int plan(struct replay *r, rd_kafka_t *rk, int64_t from_offset, int64_t f
         rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, r->topic, i, &lo, &hi, 10000);
 
         if (e) {
-            fprintf(stderr, "replay: watermarks of %s [%d]: %s\n", r->topic, i, rd_kafka_err2str(e));
+            fprintf(stderr, "replay: watermarks of %s [%d]: %s\n", r->topic, i,
+                    rd_kafka_err2str(e));
             return -1;
         }
         p->partition = i;
@@ -214,10 +217,11 @@ static int plan(struct replay *r, rd_kafka_t *rk, int64_t from_offset, int64_t f
             char part[16];
             const char *params[3] = {r->group, r->topic, part};
             snprintf(part, sizeof(part), "%d", i);
-            PGresult *res = PQexecParams(r->pg,
-                                         "SELECT next_offset FROM consumer_offsets WHERE group_id = $1 "
-                                         "AND topic = $2 AND \"partition\" = $3",
-                                         3, NULL, params, NULL, NULL, 0);
+            PGresult *res =
+                PQexecParams(r->pg,
+                             "SELECT next_offset FROM consumer_offsets WHERE group_id = $1 "
+                             "AND topic = $2 AND \"partition\" = $3",
+                             3, NULL, params, NULL, NULL, 0);
             stored = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1
                          ? strtoll(PQgetvalue(res, 0, 0), NULL, 10)
                          : start;
@@ -235,7 +239,8 @@ static int plan(struct replay *r, rd_kafka_t *rk, int64_t from_offset, int64_t f
         }
         if (stored < lo) {
             fprintf(stderr,
-                    "replay: partition %d must resume at offset %" PRId64 " but the log starts at %" PRId64
+                    "replay: partition %d must resume at offset %" PRId64
+                    " but the log starts at %" PRId64
                     " (events were dropped): cannot replay without a gap\n",
                     i, stored, lo);
             return -1;
@@ -251,19 +256,19 @@ static int plan(struct replay *r, rd_kafka_t *rk, int64_t from_offset, int64_t f
 int ctl_replay(int argc, char **argv)
 {
     static const struct option opts[] = {{"url", required_argument, NULL, 'u'},
-                                          {"group", required_argument, NULL, 'g'},
-                                          {"topic", required_argument, NULL, 't'},
-                                          {"bootstrap", required_argument, NULL, 'b'},
-                                          {"from-beginning", no_argument, NULL, 'B'},
-                                          {"from-offset", required_argument, NULL, 'o'},
-                                          {"from-time", required_argument, NULL, 'T'},
-                                          {"follow", no_argument, NULL, 'f'},
-                                          {"batch", required_argument, NULL, 'n'},
-                                          {"dry-run", no_argument, NULL, 'N'},
-                                          {"json", no_argument, NULL, 'j'},
-                                          {"force", no_argument, NULL, 'F'},
-                                          {"help", no_argument, NULL, 'h'},
-                                          {NULL, 0, NULL, 0}};
+                                         {"group", required_argument, NULL, 'g'},
+                                         {"topic", required_argument, NULL, 't'},
+                                         {"bootstrap", required_argument, NULL, 'b'},
+                                         {"from-beginning", no_argument, NULL, 'B'},
+                                         {"from-offset", required_argument, NULL, 'o'},
+                                         {"from-time", required_argument, NULL, 'T'},
+                                         {"follow", no_argument, NULL, 'f'},
+                                         {"batch", required_argument, NULL, 'n'},
+                                         {"dry-run", no_argument, NULL, 'N'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"force", no_argument, NULL, 'F'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     struct replay r;
     const char *bflag = NULL, *bootstrap;
     int64_t from_offset = 0, from_ms = 0;
@@ -280,11 +285,21 @@ int ctl_replay(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "u:g:t:b:Bo:T:fn:NjFh", opts, NULL)) != -1) {
         switch (c) {
-        case 'u': r.url = optarg; break;
-        case 'g': r.group = optarg; break;
-        case 't': r.topic = optarg; break;
-        case 'b': bflag = optarg; break;
-        case 'B': from_offset = 0; break;
+        case 'u':
+            r.url = optarg;
+            break;
+        case 'g':
+            r.group = optarg;
+            break;
+        case 't':
+            r.topic = optarg;
+            break;
+        case 'b':
+            bflag = optarg;
+            break;
+        case 'B':
+            from_offset = 0;
+            break;
         case 'o': {
             long v;
             if (config_parse_long(optarg, 0, LONG_MAX, &v) != 0) {
@@ -300,7 +315,9 @@ int ctl_replay(int argc, char **argv)
                 return CTL_USAGE;
             }
             break;
-        case 'f': r.follow = 1; break;
+        case 'f':
+            r.follow = 1;
+            break;
         case 'n': {
             long v;
             if (config_parse_long(optarg, 1, REPLAY_BATCH_MAX, &v) != 0) {
@@ -310,9 +327,15 @@ int ctl_replay(int argc, char **argv)
             r.batch = (int)v;
             break;
         }
-        case 'N': r.dry_run = 1; break;
-        case 'j': r.json = 1; break;
-        case 'F': force = 1; break;
+        case 'N':
+            r.dry_run = 1;
+            break;
+        case 'j':
+            r.json = 1;
+            break;
+        case 'F':
+            force = 1;
+            break;
         case 'h':
             printf("usage: diaryctl replay --url TARGET_DB [--group G] [--from-beginning | "
                    "--from-offset N | --from-time T] [--follow] [--batch N] [--dry-run] "
@@ -320,7 +343,8 @@ int ctl_replay(int argc, char **argv)
                    "Applies diary.events up to its end as seen at the start (or for ever with "
                    "--follow) into TARGET_DB; resumes where TARGET_DB stopped.\n");
             return CTL_OK;
-        default: return CTL_USAGE;
+        default:
+            return CTL_USAGE;
         }
     }
     if (optind < argc) {
@@ -332,8 +356,10 @@ int ctl_replay(int argc, char **argv)
         return CTL_USAGE;
     }
     if (!strcmp(r.group, config_str("DIARY_GROUP")) && !force) {
-        fprintf(stderr, "replay: group %s is the live workers' group; choose another with --group "
-                        "(or --force)\n", r.group);
+        fprintf(stderr,
+                "replay: group %s is the live workers' group; choose another with --group "
+                "(or --force)\n",
+                r.group);
         return CTL_USAGE;
     }
     if (!(bootstrap = ctl_bootstrap(bflag)))
@@ -352,20 +378,24 @@ int ctl_replay(int argc, char **argv)
     if (!force) {
         /* The outbox of a database that live workers also feed must not be touched. */
         const char *params[1] = {r.group};
-        PGresult *res = PQexecParams(r.pg, "SELECT DISTINCT group_id FROM consumer_offsets "
-                                           "WHERE group_id <> $1", 1, NULL, params, NULL, NULL, 0);
+        PGresult *res = PQexecParams(r.pg,
+                                     "SELECT DISTINCT group_id FROM consumer_offsets "
+                                     "WHERE group_id <> $1",
+                                     1, NULL, params, NULL, NULL, 0);
         int others = PQresultStatus(res) == PGRES_TUPLES_OK ? PQntuples(res) : -1;
         if (others != 0) {
-            fprintf(stderr, "replay: %s\n", others < 0 ? PQerrorMessage(r.pg)
-                    : "the target database is fed by another group too (its consumer_offsets "
-                      "has other groups): replay into a database of its own, or pass --force");
+            fprintf(stderr, "replay: %s\n",
+                    others < 0
+                        ? PQerrorMessage(r.pg)
+                        : "the target database is fed by another group too (its consumer_offsets "
+                          "has other groups): replay into a database of its own, or pass --force");
             PQclear(res);
             goto out;
         }
         PQclear(res);
     }
-    struct apply_opts ao = {.group = r.group, .topic = r.topic, .worker = "diaryctl-replay",
-                            .mode = APPLY_MODE_SET};
+    struct apply_opts ao = {
+        .group = r.group, .topic = r.topic, .worker = "diaryctl-replay", .mode = APPLY_MODE_SET};
     if (!(r.ctx = apply_new(r.pg, &ao)))
         goto out;
     if (!(rk = ctl_reader_new(bootstrap, err, sizeof(err))) ||

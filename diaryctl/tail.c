@@ -43,8 +43,8 @@ static int print_cb(const rd_kafka_message_t *m, void *arg)
         json_t *v = json_loadb(m->payload, m->len, 0, &jerr);
         json_t *line = json_pack("{s:i, s:I, s:I, s:s%, s:o}", "partition", (int)m->partition,
                                  "offset", (json_int_t)m->offset, "timestamp", (json_int_t)ts,
-                                 "key", m->key ? (const char *)m->key : "", m->key_len,
-                                 "value", v ? v : json_stringn_nocheck(m->payload, m->len));
+                                 "key", m->key ? (const char *)m->key : "", m->key_len, "value",
+                                 v ? v : json_stringn_nocheck(m->payload, m->len));
         char *s = line ? json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
         if (s)
             printf("%s\n", s);
@@ -70,10 +70,9 @@ static int print_cb(const rd_kafka_message_t *m, void *arg)
         json_decref(copy);
     }
     if (st->audit && st->json) {
-        json_t *line = json_pack("{s:s?, s:s?, s:s?, s:s?, s:s?, s:i, s:I}", "time", time,
-                                 "type", type, "event_id", id, "request_id", rid, "client_addr",
-                                 addr, "partition", (int)m->partition, "offset",
-                                 (json_int_t)m->offset);
+        json_t *line = json_pack("{s:s?, s:s?, s:s?, s:s?, s:s?, s:i, s:I}", "time", time, "type",
+                                 type, "event_id", id, "request_id", rid, "client_addr", addr,
+                                 "partition", (int)m->partition, "offset", (json_int_t)m->offset);
         if (data && d)
             json_object_set_new(line, "data", json_loads(d, 0, NULL));
         char *s = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -98,18 +97,18 @@ static int print_cb(const rd_kafka_message_t *m, void *arg)
 static int run(int argc, char **argv, int audit)
 {
     static const struct option opts[] = {{"changes", no_argument, NULL, 'c'},
-                                          {"dlq", no_argument, NULL, 'd'},
-                                          {"topic", required_argument, NULL, 't'},
-                                          {"user", required_argument, NULL, 'u'},
-                                          {"from-beginning", no_argument, NULL, 'B'},
-                                          {"from", required_argument, NULL, 'f'},
-                                          {"to", required_argument, NULL, 'T'},
-                                          {"exit", no_argument, NULL, 'e'},
-                                          {"count", required_argument, NULL, 'n'},
-                                          {"bootstrap", required_argument, NULL, 'b'},
-                                          {"json", no_argument, NULL, 'j'},
-                                          {"help", no_argument, NULL, 'h'},
-                                          {NULL, 0, NULL, 0}};
+                                         {"dlq", no_argument, NULL, 'd'},
+                                         {"topic", required_argument, NULL, 't'},
+                                         {"user", required_argument, NULL, 'u'},
+                                         {"from-beginning", no_argument, NULL, 'B'},
+                                         {"from", required_argument, NULL, 'f'},
+                                         {"to", required_argument, NULL, 'T'},
+                                         {"exit", no_argument, NULL, 'e'},
+                                         {"count", required_argument, NULL, 'n'},
+                                         {"bootstrap", required_argument, NULL, 'b'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *topic = config_str("DIARY_EVENTS_TOPIC"), *bflag = NULL, *bootstrap;
     struct tail_state st = {0};
     struct ctl_scan scan = {0};
@@ -125,14 +124,30 @@ static int run(int argc, char **argv, int audit)
     optind = 1;
     while ((c = getopt_long(argc, argv, "cdt:u:Bf:T:en:b:jh", opts, NULL)) != -1) {
         switch (c) {
-        case 'c': topic = config_str("DIARY_CHANGES_TOPIC"); break;
-        case 'd': topic = config_str("DIARY_DLQ_TOPIC"); break;
-        case 't': topic = optarg; break;
-        case 'u': st.user = optarg; break;
-        case 'B': scan.start = RD_KAFKA_OFFSET_BEGINNING; break;
-        case 'e': scan.to_end = true; break;
-        case 'j': st.json = 1; break;
-        case 'b': bflag = optarg; break;
+        case 'c':
+            topic = config_str("DIARY_CHANGES_TOPIC");
+            break;
+        case 'd':
+            topic = config_str("DIARY_DLQ_TOPIC");
+            break;
+        case 't':
+            topic = optarg;
+            break;
+        case 'u':
+            st.user = optarg;
+            break;
+        case 'B':
+            scan.start = RD_KAFKA_OFFSET_BEGINNING;
+            break;
+        case 'e':
+            scan.to_end = true;
+            break;
+        case 'j':
+            st.json = 1;
+            break;
+        case 'b':
+            bflag = optarg;
+            break;
         case 'n':
             st.limit = atol(optarg);
             if (st.limit <= 0) {
@@ -158,7 +173,8 @@ static int run(int argc, char **argv, int audit)
                        "[--from-beginning|--from TIME] [--exit] [--count N] [--json]\n"
                        "Follows the topic (default diary.events) from its end.\n");
             return CTL_OK;
-        default: return CTL_USAGE;
+        default:
+            return CTL_USAGE;
         }
     }
     if (optind < argc) {

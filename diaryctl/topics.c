@@ -1,5 +1,5 @@
-/* diaryctl topics describe|apply: the topics as the YAML files of topics/ define them, against a cluster.
- *   describe      compares each defined topic with the cluster: missing, partitions,
+/* diaryctl topics describe|apply: the topics as the YAML files of topics/ define them, against a
+ * cluster. describe      compares each defined topic with the cluster: missing, partitions,
  *                 replication factor, configs; changes nothing; exit 1 on any drift
  *   apply         creates the missing topics; reports drift of existing ones and changes
  *                 them only with --alter (more partitions, configs); --dry-run plans only
@@ -41,8 +41,8 @@ static void report_drift(int json, const char *topic, const char *what, const ch
                          const char *want, const char *note)
 {
     if (json)
-        printf("{\"topic\":\"%s\",\"drift\":\"%s\",\"actual\":\"%s\",\"want\":\"%s\"}\n",
-               topic, what, actual, want);
+        printf("{\"topic\":\"%s\",\"drift\":\"%s\",\"actual\":\"%s\",\"want\":\"%s\"}\n", topic,
+               what, actual, want);
     else
         printf("  DRIFT %s: %s, want %s%s\n", what, actual, want, note);
 }
@@ -98,8 +98,8 @@ static rd_kafka_AdminOptions_t *admin_options(rd_kafka_t *rk, rd_kafka_admin_op_
     return o;
 }
 
-static int check_topic(rd_kafka_t *rk, rd_kafka_queue_t *q, const struct topicdef *t,
-                       int json, int *missing, char *partitions_to, int alter_cfg[1])
+static int check_topic(rd_kafka_t *rk, rd_kafka_queue_t *q, const struct topicdef *t, int json,
+                       int *missing, char *partitions_to, int alter_cfg[1])
 {
     struct actual a;
     int drift = 0;
@@ -127,8 +127,8 @@ static int check_topic(rd_kafka_t *rk, rd_kafka_queue_t *q, const struct topicde
     }
     if (ev) {
         size_t n;
-        const rd_kafka_ConfigResource_t **rs =
-            rd_kafka_DescribeConfigs_result_resources(rd_kafka_event_DescribeConfigs_result(ev), &n);
+        const rd_kafka_ConfigResource_t **rs = rd_kafka_DescribeConfigs_result_resources(
+            rd_kafka_event_DescribeConfigs_result(ev), &n);
         if (n == 1 && !rd_kafka_ConfigResource_error(rs[0])) {
             a.res = (rd_kafka_ConfigResource_t *)rs[0];
             a.configs_known = 1;
@@ -137,8 +137,8 @@ static int check_topic(rd_kafka_t *rk, rd_kafka_queue_t *q, const struct topicde
         }
     }
     if (!json)
-        printf("%-20s partitions %d (want %d), replication %d (want %d)\n", t->name,
-               a.partitions, t->partitions, a.replication, t->replication_factor);
+        printf("%-20s partitions %d (want %d), replication %d (want %d)\n", t->name, a.partitions,
+               t->partitions, a.replication, t->replication_factor);
     if (a.partitions != t->partitions) {
         char have[16], want_n[16];
         drift++;
@@ -159,8 +159,7 @@ static int check_topic(rd_kafka_t *rk, rd_kafka_queue_t *q, const struct topicde
     }
     if (!a.configs_known) {
         if (!json)
-            printf("  configs: not readable from this cluster (%s)\n",
-                   err[0] ? err : "no answer");
+            printf("  configs: not readable from this cluster (%s)\n", err[0] ? err : "no answer");
     } else {
         for (unsigned i = 0; i < t->config_count; i++) {
             const char *have = actual_config(&a, t->config[i].name);
@@ -182,9 +181,9 @@ static int check_topic(rd_kafka_t *rk, rd_kafka_queue_t *q, const struct topicde
 static int create_topic(rd_kafka_t *rk, rd_kafka_queue_t *q, const struct topicdef *t)
 {
     char err[512];
-    rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(
-        t->name, t->partitions, t->replication_factor ? t->replication_factor : -1, err,
-        sizeof(err));
+    rd_kafka_NewTopic_t *nt =
+        rd_kafka_NewTopic_new(t->name, t->partitions,
+                              t->replication_factor ? t->replication_factor : -1, err, sizeof(err));
     rd_kafka_event_t *ev;
     int rc = -1;
 
@@ -240,7 +239,8 @@ static int alter_topic(rd_kafka_t *rk, rd_kafka_queue_t *q, const struct topicde
     if (configs) {
         /* AlterConfigs sets the listed configs and resets the topic's other dynamic ones:
          * the YAML file is the whole truth for a topic this tool manages. */
-        rd_kafka_ConfigResource_t *r = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, t->name);
+        rd_kafka_ConfigResource_t *r =
+            rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, t->name);
         for (unsigned i = 0; i < t->config_count; i++)
             rd_kafka_ConfigResource_set_config(r, t->config[i].name, t->config[i].value);
         rd_kafka_AdminOptions_t *o = admin_options(rk, RD_KAFKA_ADMIN_OP_ALTERCONFIGS);
@@ -261,12 +261,12 @@ static int alter_topic(rd_kafka_t *rk, rd_kafka_queue_t *q, const struct topicde
 int ctl_topics(int argc, char **argv)
 {
     static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
-                                          {"bootstrap", required_argument, NULL, 'b'},
-                                          {"dry-run", no_argument, NULL, 'n'},
-                                          {"alter", no_argument, NULL, 'a'},
-                                          {"json", no_argument, NULL, 'j'},
-                                          {"help", no_argument, NULL, 'h'},
-                                          {NULL, 0, NULL, 0}};
+                                         {"bootstrap", required_argument, NULL, 'b'},
+                                         {"dry-run", no_argument, NULL, 'n'},
+                                         {"alter", no_argument, NULL, 'a'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *dir = "topics", *bflag = NULL, *bootstrap, *verb;
     int c, dry = 0, alter = 0, json = 0, rc = CTL_FAIL, drift = 0, failed = 0;
     struct topicdef_set *set = NULL;
@@ -284,16 +284,27 @@ int ctl_topics(int argc, char **argv)
     optind = 2;
     while ((c = getopt_long(argc, argv, "d:b:najh", opts, NULL)) != -1) {
         switch (c) {
-        case 'd': dir = optarg; break;
-        case 'b': bflag = optarg; break;
-        case 'n': dry = 1; break;
-        case 'a': alter = 1; break;
-        case 'j': json = 1; break;
+        case 'd':
+            dir = optarg;
+            break;
+        case 'b':
+            bflag = optarg;
+            break;
+        case 'n':
+            dry = 1;
+            break;
+        case 'a':
+            alter = 1;
+            break;
+        case 'j':
+            json = 1;
+            break;
         case 'h':
             printf("usage: diaryctl topics describe|apply [--dir DIR] [--dry-run] [--alter] "
                    "[--json]\n");
             return CTL_OK;
-        default: return CTL_USAGE;
+        default:
+            return CTL_USAGE;
         }
     }
     if (optind < argc) {

@@ -111,9 +111,9 @@ static PGconn *connect_db(const char *url, const char *which)
 int ctl_verify(int argc, char **argv)
 {
     static const struct option opts[] = {{"limit", required_argument, NULL, 'l'},
-                                          {"json", no_argument, NULL, 'j'},
-                                          {"help", no_argument, NULL, 'h'},
-                                          {NULL, 0, NULL, 0}};
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     int c, limit = 20, json = 0, rc = CTL_FAIL;
     long total = 0;
     PGconn *a = NULL, *b = NULL;
@@ -128,13 +128,16 @@ int ctl_verify(int argc, char **argv)
                 return CTL_USAGE;
             }
             break;
-        case 'j': json = 1; break;
+        case 'j':
+            json = 1;
+            break;
         case 'h':
             printf("usage: diaryctl verify [--limit N] [--json] URL_A URL_B\n"
                    "Compares two databases per table and per user; exit 0 when equal, 1 when "
                    "not.\n");
             return CTL_OK;
-        default: return CTL_USAGE;
+        default:
+            return CTL_USAGE;
         }
     }
     if (argc - optind != 2) {

@@ -9,7 +9,8 @@
 static const struct config_entry config_entries[] = {
     {"DIARY_HTTP_ADDR", "127.0.0.1", "ingest: address the HTTP API listens on"},
     {"DIARY_HTTP_PORT", "8080", "ingest: port of the HTTP API"},
-    {"DIARY_HTTP_PORT_FILE", NULL, "ingest: file that receives the bound port (useful with port 0)"},
+    {"DIARY_HTTP_PORT_FILE", NULL,
+     "ingest: file that receives the bound port (useful with port 0)"},
     {"DIARY_WORKER_ADDR", "127.0.0.1", "worker: address of /healthz, /readyz, /metrics"},
     {"DIARY_WORKER_PORT", "8081", "worker: port of /healthz, /readyz, /metrics (0 = any free)"},
     {"DIARY_WORKER_PORT_FILE", NULL, "worker: file that receives the bound health port"},
@@ -22,27 +23,34 @@ static const struct config_entry config_entries[] = {
     {"DIARY_PWHASH_MEMLIMIT", "0", "ingest: argon2id memory limit in bytes (0 = interactive)"},
     {"DIARY_HASH_THREADS", "2", "ingest: threads that hash and verify passwords"},
     {"DIARY_READ_POOL", "4", "ingest: connections to the replica"},
-    {"DIARY_READ_PREPARED", "true", "ingest: prepare read queries per connection (false behind pgbouncer in transaction mode)"},
+    {"DIARY_READ_PREPARED", "true",
+     "ingest: prepare read queries per connection (false behind pgbouncer in transaction mode)"},
     {"DIARY_MAX_BODY", "1048576", "ingest: largest request body in bytes (413 above)"},
     {"DIARY_MAX_CONNECTIONS", "10000", "ingest: open client connections at most"},
     {"DIARY_REQUEST_TIMEOUT_MS", "30000", "ingest: absolute deadline of one request"},
     {"DIARY_MAX_WAIT", "30", "ingest: largest Prefer: wait=N honoured, seconds"},
-    {"DIARY_SOURCE", NULL, "ingest: CloudEvents source of this node (default ingest/<host>:<port>)"},
+    {"DIARY_SOURCE", NULL,
+     "ingest: CloudEvents source of this node (default ingest/<host>:<port>)"},
     {"DIARY_GROUP", "diary-apply", "worker: consumer group, also the key of consumer_offsets"},
     {"DIARY_EVENTS_TOPIC", "diary.events", "all: the write log"},
     {"DIARY_CHANGES_TOPIC", "diary.changes", "worker: the change stream"},
     {"DIARY_DLQ_TOPIC", "diary.events.dlq", "worker: dead letters"},
     {"DIARY_BATCH_MAX", "500", "worker: most events applied in one transaction"},
-    {"DIARY_SESSION_TIMEOUT_MS", "10000", "worker: consumer group session timeout (how soon a dead worker's partitions move)"},
-    {"DIARY_APPLY_MODE", "set", "worker: set (set-based statements per batch) or event (one call per event)"},
+    {"DIARY_SESSION_TIMEOUT_MS", "10000",
+     "worker: consumer group session timeout (how soon a dead worker's partitions move)"},
+    {"DIARY_APPLY_MODE", "set",
+     "worker: set (set-based statements per batch) or event (one call per event)"},
     {"DIARY_WORKER_ID", NULL, "worker: name in logs and dead letters (default worker-<pid>)"},
     {"DIARY_LOG_LEVEL", "info", "all: debug, info, warn or error"},
     {"DEVBROKER_TOPICS_DIR", NULL, "devbroker: folder of topic YAML files (or --topics)"},
     {"DEVBROKER_STATE_DIR", NULL, "devbroker: folder where topics are saved (or --state)"},
     {"DEVBROKER_BROKERS", "3", "devbroker: number of mock brokers (or --brokers)"},
-    {"DEVBROKER_CONTROL", NULL, "devbroker: loopback host:port of the control endpoint (or --control)"},
-    {"DEVBROKER_BOOTSTRAP_FILE", NULL, "devbroker: file that receives the bootstrap address when ready"},
-    {"DEVBROKER_CONTROL_FILE", NULL, "devbroker: file that receives the control address (default STATE/control.addr)"},
+    {"DEVBROKER_CONTROL", NULL,
+     "devbroker: loopback host:port of the control endpoint (or --control)"},
+    {"DEVBROKER_BOOTSTRAP_FILE", NULL,
+     "devbroker: file that receives the bootstrap address when ready"},
+    {"DEVBROKER_CONTROL_FILE", NULL,
+     "devbroker: file that receives the control address (default STATE/control.addr)"},
     {"DEVBROKER_DEBUG", NULL, "devbroker: librdkafka debug contexts for the mock cluster"},
 };
 
@@ -84,8 +92,8 @@ int config_long(const char *name, long min, long max, long *out, char *err, size
     const char *s = config_str(name);
 
     if (config_parse_long(s, min, max, out) != 0) {
-        snprintf(err, errlen, "%s=%s: want a whole number from %ld to %ld", name, s ? s : "",
-                 min, max);
+        snprintf(err, errlen, "%s=%s: want a whole number from %ld to %ld", name, s ? s : "", min,
+                 max);
         return -1;
     }
     return 0;
@@ -93,8 +101,8 @@ int config_long(const char *name, long min, long max, long *out, char *err, size
 
 int config_parse_bool(const char *s, bool *out)
 {
-    static const char *const yes[] = {"1", "true", "yes", "on"}, *const no[] = {"0", "false",
-                                                                                 "no", "off"};
+    static const char *const yes[] = {"1", "true", "yes", "on"}, *const no[] = {"0", "false", "no",
+                                                                                "off"};
     for (size_t i = 0; s && i < 4; i++) {
         if (strcasecmp(s, yes[i]) == 0)
             return *out = true, 0;

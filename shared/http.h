@@ -13,8 +13,8 @@ void http_reply_json(struct evhttp_request *req, int status, json_t *body);
 
 /* Sends application/problem+json: type is PROBLEM_BASE + slug, title a fixed sentence for
  * the slug, detail this occurrence; errors (stolen, may be NULL) is the field list. */
-void http_reply_problem(struct evhttp_request *req, int status, const char *slug,
-                        const char *title, const char *detail, json_t *errors);
+void http_reply_problem(struct evhttp_request *req, int status, const char *slug, const char *title,
+                        const char *detail, json_t *errors);
 
 /* The reason phrase for status. */
 const char *http_reason(int status);

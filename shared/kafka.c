@@ -5,9 +5,19 @@
 
 #include "log.h"
 
-const char *const kafka_producer_settings[] = {
-    "enable.idempotence", "true", "acks", "all", "linger.ms", "1", "compression.type", "none",
-    "message.timeout.ms", "30000", "queue.buffering.max.messages", "1000000", NULL};
+const char *const kafka_producer_settings[] = {"enable.idempotence",
+                                               "true",
+                                               "acks",
+                                               "all",
+                                               "linger.ms",
+                                               "1",
+                                               "compression.type",
+                                               "none",
+                                               "message.timeout.ms",
+                                               "30000",
+                                               "queue.buffering.max.messages",
+                                               "1000000",
+                                               NULL};
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
@@ -24,8 +34,8 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
               rd_kafka_name(rk), rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
-rd_kafka_conf_t *kafka_conf_new(const char *bootstrap, const char *client_id,
-                                const char *const *kv, char *err, size_t errlen)
+rd_kafka_conf_t *kafka_conf_new(const char *bootstrap, const char *client_id, const char *const *kv,
+                                char *err, size_t errlen)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
 
@@ -49,8 +59,8 @@ int kafka_header_get(const rd_kafka_message_t *msg, const char *name, char *out,
     const void *val;
     size_t size;
 
-    if (rd_kafka_message_headers(msg, &hdrs) ||
-        rd_kafka_header_get_last(hdrs, name, &val, &size) || !val)
+    if (rd_kafka_message_headers(msg, &hdrs) || rd_kafka_header_get_last(hdrs, name, &val, &size) ||
+        !val)
         return -1;
     if (size >= outlen)
         size = outlen - 1;

@@ -9,8 +9,8 @@
 /* A new configuration with bootstrap.servers and client.id set, the log and error callbacks
  * installed, and each "key", "value" pair of the NULL-terminated kv applied. NULL with err
  * on a bad setting. The caller owns it until rd_kafka_new() succeeds with it. */
-rd_kafka_conf_t *kafka_conf_new(const char *bootstrap, const char *client_id,
-                                const char *const *kv, char *err, size_t errlen);
+rd_kafka_conf_t *kafka_conf_new(const char *bootstrap, const char *client_id, const char *const *kv,
+                                char *err, size_t errlen);
 
 /* The settings of the idempotent producer every writer uses (acks=all, idempotence, low
  * linger), to pass as kv. */

@@ -26,8 +26,7 @@ enum log_level log_level_parse(const char *s)
     return LOG_INFO;
 }
 
-static void emit(enum log_level lvl, const char *request_id, const char *msg,
-                 const char *const *kv)
+static void emit(enum log_level lvl, const char *request_id, const char *msg, const char *const *kv)
 {
     struct timespec ts;
     struct tm tm;
@@ -41,8 +40,8 @@ static void emit(enum log_level lvl, const char *request_id, const char *msg,
         size_t n = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
         snprintf(when + n, sizeof(when) - n, ".%03dZ", (int)(ts.tv_nsec / 1000000));
     }
-    o = json_pack("{s:s, s:s, s:s, s:s}", "ts", when, "level", level_names[lvl], "svc",
-                  log_service, "msg", msg);
+    o = json_pack("{s:s, s:s, s:s, s:s}", "ts", when, "level", level_names[lvl], "svc", log_service,
+                  "msg", msg);
     if (!o)
         return;
     if (request_id && *request_id)

@@ -35,7 +35,8 @@ int token_issue(const uint8_t key[TOKEN_KEYBYTES], const struct token_claims *c,
 
     if (outlen < TOKEN_MAXLEN)
         return -1;
-    sodium_bin2base64(out, outlen, claims, sizeof(claims), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    sodium_bin2base64(out, outlen, claims, sizeof(claims),
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
     n = strlen(out);
     out[n++] = '.';
     sodium_bin2base64(out + n, outlen - n, mac, sizeof(mac),

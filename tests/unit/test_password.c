@@ -19,9 +19,9 @@ static void policy_names_the_missing_rule(void **state)
     static const struct {
         const char *pw, *want;
     } cases[] = {
-        {"Sh0rt!", "at least 8"},          {"nouppercase1!", "upper-case"},
-        {"NOLOWERCASE1!", "lower-case"},   {"NoDigitsHere!", "digit"},
-        {"NoSpecial123", "special"},       {"", "at least 8"},
+        {"Sh0rt!", "at least 8"},        {"nouppercase1!", "upper-case"},
+        {"NOLOWERCASE1!", "lower-case"}, {"NoDigitsHere!", "digit"},
+        {"NoSpecial123", "special"},     {"", "at least 8"},
     };
     char err[128];
 
@@ -40,9 +40,9 @@ static void argon2id_hash_verifies_and_rejects(void **state)
     char hash[PASSWORD_HASH_MAX];
 
     /* Minimal costs keep the test fast; the algorithm is the same. */
-    assert_int_equal(password_hash("Str0ng!pass", crypto_pwhash_OPSLIMIT_MIN,
-                                   crypto_pwhash_MEMLIMIT_MIN, hash),
-                     0);
+    assert_int_equal(
+        password_hash("Str0ng!pass", crypto_pwhash_OPSLIMIT_MIN, crypto_pwhash_MEMLIMIT_MIN, hash),
+        0);
     assert_true(strncmp(hash, "$argon2id$", 10) == 0);
     assert_true(password_verify(hash, "Str0ng!pass"));
     assert_false(password_verify(hash, "Str0ng!pasS"));

@@ -84,10 +84,12 @@ static void garbage_is_malformed(void **state)
 static void key_parse_wants_64_hex(void **state)
 {
     uint8_t k[TOKEN_KEYBYTES];
-    assert_int_equal(token_key_parse("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", k), 0);
+    assert_int_equal(
+        token_key_parse("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", k), 0);
     assert_int_equal(k[1], 0x11);
     assert_int_equal(token_key_parse("0011", k), -1);
-    assert_int_equal(token_key_parse("zz112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", k), -1);
+    assert_int_equal(
+        token_key_parse("zz112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", k), -1);
 }
 
 int main(void)

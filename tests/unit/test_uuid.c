@@ -55,9 +55,13 @@ static void derive_is_deterministic_and_label_separated(void **state)
 static void parse_rejects_bad_forms(void **state)
 {
     diary_uuid_t u;
-    const char *bad[] = {"", "not-a-uuid", "0192f0a4-6b1e-7c3a-9a4e-3b2f1c0d9e8",
-                         "0192f0a4-6b1e-7c3a-9a4e-3b2f1c0d9e8fa", "0192f0a4x6b1e-7c3a-9a4e-3b2f1c0d9e8f",
-                         "0192f0a4-6b1e-7c3a-9a4e-3b2f1c0d9e8g", NULL};
+    const char *bad[] = {"",
+                         "not-a-uuid",
+                         "0192f0a4-6b1e-7c3a-9a4e-3b2f1c0d9e8",
+                         "0192f0a4-6b1e-7c3a-9a4e-3b2f1c0d9e8fa",
+                         "0192f0a4x6b1e-7c3a-9a4e-3b2f1c0d9e8f",
+                         "0192f0a4-6b1e-7c3a-9a4e-3b2f1c0d9e8g",
+                         NULL};
     for (int i = 0; bad[i]; i++)
         assert_int_equal(uuid_parse(bad[i], &u), -1);
     assert_int_equal(uuid_parse(NULL, &u), -1);
