@@ -561,7 +561,8 @@ static int import_meals(struct import *im)
             names[n++] = strdup(de->d_name);
         }
         closedir(ud);
-        qsort(names, n, sizeof(*names), name_cmp);
+        if (n)
+            qsort(names, n, sizeof(*names), name_cmp);
         for (size_t i = 0; i < n; i++) {
             char date[16] = "";
             size_t len = strlen(names[i]);

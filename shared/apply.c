@@ -37,7 +37,7 @@ struct item {
     char id[UUID_STRLEN], subject[UUID_STRLEN], evtype[APPLY_TYPELEN];
     char hash[APPLY_HASH_HEXLEN];
     char partition[16], offset[24];
-    const char *dead_values[7];
+    const char *dead_values[8];
     char error[256];  /* why it is dead-lettered */
     char reason[256]; /* the rejection's reason, from the database */
     int attempts;
@@ -53,6 +53,7 @@ enum cmd_kind {
     CMD_REDRIVE, /* diary_event_redrive for items[item] */
     CMD_SET,     /* a set-based statement: one result row per event, by index */
     CMD_FLUSH,   /* diary_apply_flush */
+    CMD_STAGE,   /* diary.stage = on: per-event calls stage their changes (set-based path) */
     CMD_END      /* COMMIT or ROLLBACK */
 };
 
@@ -90,7 +91,7 @@ static const struct {
     {"apply_cas", "SELECT diary_offsets_advance($1::text, $2::text, $3::integer, $4::bigint, "
                   "$5::bigint)"},
     {"apply_dead", "SELECT diary_event_dead($1::uuid, $2::uuid, $3::text, $4::integer, "
-                   "$5::bigint, $6::bytea, $7::text)"},
+                   "$5::bigint, $6::bytea, $7::text, $8::text)"},
     {"apply_offsets_load",
      "WITH ins AS (INSERT INTO consumer_offsets (group_id, topic, \"partition\", next_offset) "
      "SELECT $1::text, $2::text, $3::integer, $4::bigint WHERE $4::bigint >= 0 "
@@ -105,6 +106,9 @@ static const struct {
      "DELETE FROM outbox WHERE \"partition\" = $1::integer AND seq = ANY($2::bigint[])"},
     {"apply_flush", "SELECT diary_apply_flush($1::integer, $2::text, $3::text)"},
     {"apply_redrive", "SELECT diary_event_redrive($1::uuid)"},
+    /* For the transaction: diary_change_emit stages the changes of per-event calls made by
+     * the set-based path, so diary_apply_flush puts them in log order with the others. */
+    {"apply_stage", "SELECT set_config('diary.stage', 'on', true)"},
 };
 
 enum txn_status { TXN_OK, TXN_STALE, TXN_RETRY, TXN_FATAL, TXN_ITEM_FAILED };
@@ -256,6 +260,8 @@ static int ensure_prepared(apply_ctx_t *ctx, char *err, size_t errlen)
         rc = prepare_one(ctx, types[i].function, sql, err, errlen);
         if (rc != APPLY_OK)
             return rc;
+        if (!types[i].set_function)
+            continue;
         snprintf(sql, sizeof(sql),
                  "SELECT idx, status, reason, resource FROM %s($1::integer, $2::jsonb)",
                  types[i].set_function);
@@ -350,9 +356,9 @@ static int grow(apply_ctx_t *ctx, size_t n)
     if (!(p = realloc(ctx->rounds, n * sizeof(*ctx->rounds))))
         return -1;
     ctx->rounds = p;
-    /* BEGIN, CAS, a redrive and a statement per event at most (a round holds one event of
-     * each statement at least), FLUSH: 2n + 3 at most, sized above that. */
-    ncmd = 4 + n * (ntypes + 1);
+    /* BEGIN, CAS, STAGE, a redrive and a statement per event at most (a round holds one event
+     * of each statement at least), FLUSH: 2n + 4 at most, sized above that. */
+    ncmd = 5 + n * (ntypes + 1);
     if (!(p = realloc(ctx->cmds, ncmd * sizeof(*ctx->cmds))))
         return -1;
     ctx->cmds = p;
@@ -380,6 +386,7 @@ static void plan_dead(struct item *it, const char *err)
     it->dead_values[4] = it->offset;
     it->dead_values[5] = it->hash;
     it->dead_values[6] = it->error;
+    it->dead_values[7] = it->parsed && it->evt.requesthash[0] ? it->evt.requesthash : NULL;
 }
 
 /* Parses and binds one message, or plans its dead letter. */
@@ -543,9 +550,10 @@ static char *set_json(apply_ctx_t *ctx, size_t lo, size_t hi, unsigned r,
 
         if (it->round != r || it->plan != PLAN_SQL || it->type != t)
             continue;
-        o = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s?, s:s?}", "i", (json_int_t)i,
+        o = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s?, s:s?, s:s?}", "i", (json_int_t)i,
                       "event_id", v[0], "user_id", v[1], "type", v[2], "offset", v[4], "hash",
-                      it->hash + 2, "time", v[6], "ifmatch", v[7], "request_id", v[8]);
+                      it->hash + 2, "time", v[6], "ifmatch", v[7], "request_id", v[8],
+                      "request_hash", v[11]);
         for (int k = 0; o && k < nfields; k++)
             json_object_set_new(o, t->fields[k],
                                 v[APPLY_COMMON_PARAMS + k] ? json_string(v[APPLY_COMMON_PARAMS + k])
@@ -628,7 +636,7 @@ static long send_items(apply_ctx_t *ctx, int32_t partition, size_t lo, size_t hi
                                          it->bind.values, NULL, NULL, 0);
             else if (it->plan == PLAN_RECORD_DEAD)
                 ok =
-                    PQsendQueryPrepared(ctx->conn, "apply_dead", 7, it->dead_values, NULL, NULL, 0);
+                    PQsendQueryPrepared(ctx->conn, "apply_dead", 8, it->dead_values, NULL, NULL, 0);
             else
                 continue;
             if (ok != 1)
@@ -638,17 +646,35 @@ static long send_items(apply_ctx_t *ctx, int32_t partition, size_t lo, size_t hi
         }
         return (long)nc;
     }
+    /* A type without a set-based function goes to its per-event function in its round; its
+     * change events must then be staged too. */
+    for (size_t i = lo; i < hi; i++) {
+        if (ctx->items[i].plan == PLAN_SQL && !ctx->items[i].type->set_function) {
+            if (PQsendQueryPrepared(ctx->conn, "apply_stage", 0, NULL, NULL, NULL, 0) != 1)
+                return -1;
+            cmds[nc++].kind = CMD_STAGE;
+            break;
+        }
+    }
     for (unsigned r = 1; r <= nrounds; r++) {
         for (size_t i = lo; i < hi; i++)
             if (ctx->items[i].round == r && send_redrive(ctx, i, cmds, &nc) != 0)
                 return -1;
         for (size_t i = lo; i < hi; i++) {
             struct item *it = &ctx->items[i];
+            int ok;
 
-            if (it->round != r || it->plan != PLAN_RECORD_DEAD)
+            if (it->round != r)
                 continue;
-            if (PQsendQueryPrepared(ctx->conn, "apply_dead", 7, it->dead_values, NULL, NULL, 0) !=
-                1)
+            if (it->plan == PLAN_RECORD_DEAD)
+                ok =
+                    PQsendQueryPrepared(ctx->conn, "apply_dead", 8, it->dead_values, NULL, NULL, 0);
+            else if (it->plan == PLAN_SQL && !it->type->set_function)
+                ok = PQsendQueryPrepared(ctx->conn, it->type->function, it->bind.count,
+                                         it->bind.values, NULL, NULL, 0);
+            else
+                continue;
+            if (ok != 1)
                 return -1;
             cmds[nc].kind = CMD_ITEM;
             cmds[nc++].item = i;
@@ -659,6 +685,8 @@ static long send_items(apply_ctx_t *ctx, int32_t partition, size_t lo, size_t hi
             char *json;
             int ok;
 
+            if (!types[t].set_function)
+                continue;
             for (size_t i = lo; i < hi && !any; i++)
                 any = ctx->items[i].round == r && ctx->items[i].plan == PLAN_SQL &&
                       ctx->items[i].type == &types[t];

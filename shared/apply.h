@@ -8,9 +8,11 @@
  *   BEGIN
  *   diary_offsets_advance(group, topic, partition, from_offset, last offset + 1)
  *   APPLY_MODE_SET (default): the batch split into rounds of events that touch different
- *     rows (apply_schedule); per round, one diary_apply_{users,foods,entries}(events) per
- *     type present and diary_event_dead(...) per dead letter with an id; then
- *     diary_apply_flush() moves the change events to the outbox in log order
+ *     rows (apply_schedule); per round, one set-based diary_apply_{users,foods,entries,...}
+ *     (events) per type present, the per-event function of each event of a type that has no
+ *     set-based one (the rare user types; their change events are staged too, through
+ *     diary.stage = on for the transaction) and diary_event_dead(...) per dead letter with an
+ *     id; then diary_apply_flush() moves the change events to the outbox in log order
  *   APPLY_MODE_EVENT: per message, in offset order, diary_apply_<type>(...) or
  *     diary_event_dead(...)
  *   -- results read; dead letters handed to the caller's callback

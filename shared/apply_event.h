@@ -1,8 +1,8 @@
 /* The pure half of the apply path (shared/apply.c holds the libpq half): the table of event
- * types the worker applies, each with the SQL function of schema/migrations/0002_apply.sql
- * that decides and applies it and the handler that checks its data and binds the function's
- * parameters; the payload hash; what can be salvaged from an event that does not parse; and
- * the dead letter's JSON. Jansson and libsodium only, no I/O. */
+ * types the worker applies, each with the SQL functions of schema/migrations (0002_apply.sql,
+ * 0003_api.sql) that decide and apply it and the handler that checks its data and binds the
+ * function's parameters; the payload hash; what can be salvaged from an event that does not parse;
+ * and the dead letter's JSON. Jansson and libsodium only, no I/O. */
 #ifndef DIARY_APPLY_EVENT_H
 #define DIARY_APPLY_EVENT_H
 
@@ -38,7 +38,9 @@ struct apply_bind {
     int nnumbers;
 };
 
-#define APPLY_COMMON_PARAMS 11 /* the leading parameters every diary_apply_* function takes */
+/* The leading parameters every diary_apply_* function takes: event id, subject, type,
+ * partition, offset, payload hash, time, ifmatch, request id, topic, source, request hash. */
+#define APPLY_COMMON_PARAMS 12
 #define APPLY_KEYS_MAX      4
 
 /* A row (or other thing) an event reads or writes, for the set-based scheduler: a 64-bit
@@ -57,8 +59,10 @@ struct apply_event_type {
      * or number, a string too long) and appends the type's own parameters to b. 0, or -1
      * with the reason in err: the event is malformed and goes to the dead letters. */
     int (*bind)(const struct evt *e, struct apply_bind *b, char *err, size_t errlen);
-    /* The set-based SQL function (fast path) and the names of the type's own parameters,
-     * in bind order, as the JSON fields it reads (nparams - APPLY_COMMON_PARAMS of them). */
+    /* The set-based SQL function (fast path), or NULL for a rare type that the set-based path
+     * sends to `function` in the event's round instead; and the names of the type's own
+     * parameters, in bind order, as the JSON fields the set-based function reads
+     * (nparams - APPLY_COMMON_PARAMS of them; NULL when there are none). */
     const char *set_function;
     const char *const *fields;
     /* What a bound event reads and writes (keys[0] is always the event id, written). */

@@ -36,6 +36,8 @@ char *evt_serialize(const struct evt *e, size_t *len)
         json_object_set_new(o, "clientaddr", json_string(e->clientaddr));
     if (e->ifmatch > 0)
         json_object_set_new(o, "ifmatch", json_integer(e->ifmatch));
+    if (e->requesthash[0])
+        json_object_set_new(o, "requesthash", json_string(e->requesthash));
     json_object_set(o, "data", e->data ? e->data : json_object());
     if (!e->data)
         json_decref(json_object_get(o, "data"));
@@ -96,8 +98,13 @@ int evt_parse(const char *buf, size_t len, struct evt *out, char *err, size_t er
         copy_str(o, "requestid", out->requestid, sizeof(out->requestid), 0, err, errlen) ||
         copy_str(o, "traceparent", out->traceparent, sizeof(out->traceparent), 0, err, errlen) ||
         copy_str(o, "occurredat", out->occurredat, sizeof(out->occurredat), 0, err, errlen) ||
-        copy_str(o, "clientaddr", out->clientaddr, sizeof(out->clientaddr), 0, err, errlen))
+        copy_str(o, "clientaddr", out->clientaddr, sizeof(out->clientaddr), 0, err, errlen) ||
+        copy_str(o, "requesthash", out->requesthash, sizeof(out->requesthash), 0, err, errlen))
         goto fail;
+    if (out->requesthash[strspn(out->requesthash, "0123456789abcdefABCDEF")] != '\0') {
+        snprintf(err, errlen, "envelope: requesthash must be hexadecimal digits");
+        goto fail;
+    }
     if (strcmp(spec, "1.0") != 0) {
         snprintf(err, errlen, "envelope: specversion must be \"1.0\"");
         goto fail;

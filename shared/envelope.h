@@ -1,6 +1,6 @@
 /* The event envelope on diary.events: CloudEvents 1.0 structured mode (JSON) with the
- * extensions requestid, traceparent, occurredat, clientaddr and ifmatch. Pure: jansson only.
- * The event types and their data are listed in docs/events.md. */
+ * extensions requestid, traceparent, occurredat, clientaddr, ifmatch and requesthash. Pure:
+ * jansson only. The event types and their data are listed in docs/events.md. */
 #ifndef DIARY_ENVELOPE_H
 #define DIARY_ENVELOPE_H
 
@@ -11,6 +11,7 @@
 #include "uuid.h"
 
 #define EVT_TIMELEN  40
+#define EVT_HASHLEN  130 /* requesthash: at most 129 hex digits (BLAKE2b-512 has 128), NUL */
 #define EVT_MAX_SIZE (256 * 1024) /* larger events are dead-lettered unread */
 
 struct evt {
@@ -24,15 +25,19 @@ struct evt {
     char occurredat[EVT_TIMELEN]; /* client time, may be empty */
     char clientaddr[64];
     int64_t ifmatch; /* expected resource version, 0 when none */
-    json_t *data;    /* owned reference, a JSON object */
+    /* Hex digest of the request's method, path and body that ingest computes, so that it can
+     * tell a retry of an Idempotency-Key from a reuse of the key with another body; "" when
+     * none. */
+    char requesthash[EVT_HASHLEN];
+    json_t *data; /* owned reference, a JSON object */
 };
 
 /* Serialises e; the caller frees the result with free(). NULL on allocation failure. */
 char *evt_serialize(const struct evt *e, size_t *len);
 
 /* Parses and checks buf: specversion "1.0", id and subject UUIDs, a known-shaped type,
- * data an object. On success out->data holds a reference the caller drops with evt_clear().
- * Returns 0, or -1 with the reason in err. */
+ * data an object, requesthash (when present) hex digits only. On success out->data holds a
+ * reference the caller drops with evt_clear(). Returns 0, or -1 with the reason in err. */
 int evt_parse(const char *buf, size_t len, struct evt *out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 

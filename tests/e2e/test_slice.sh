@@ -135,7 +135,7 @@ expect_problem "someone else's food problem"
 http PUT "/v1/diary/2026-11-24/lunch/$food_id" '{"amount":10}' -H "Authorization: Bearer $BOB" -H 'Prefer: wait=15' \
   -H 'X-Request-Id: slice-request-0002'
 expect_status "logging someone else's food is rejected" 422
-check "the rejection's request id is in the worker's log" grep -q '"request_id":"slice-request-0002".*rejected' "$RUN_DIR/logs/worker-1.log"
+check "the rejection's request id is in the worker's log" bash -c "grep '\"request_id\":\"slice-request-0002\"' '$RUN_DIR/logs/worker-1.log' | grep -q rejected"
 expect_problem "someone else's food rejection problem"
 http GET /v1/diary/2026-11-24 -H "Authorization: Bearer $BOB"
 expect_json "bob's day is empty" '.meals.breakfast | length' 0

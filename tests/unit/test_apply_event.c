@@ -1,6 +1,7 @@
 /* Unit tests for the pure half of the apply path (shared/apply_event.c): the event type
- * table, the data checks and parameter binding, the SQL text, the payload hash, salvaging an
- * id from a broken envelope, the dead letter's JSON; and apply_transient's classification. */
+ * table (every type of docs/events.md), the data checks and parameter binding, the SQL text,
+ * the payload hash, salvaging an id from a broken envelope, the dead letter's JSON, the
+ * scheduler's keys; and apply_transient's classification. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -21,6 +22,11 @@
 #define FOOD  "5d1e7a20-3b4c-8d5e-9f60-0000000000f1"
 #define ENTRY "6e2f8b31-4c5d-8e6f-a071-0000000000e1"
 #define EVID  "c0ffee00-0000-7000-8000-000000000001"
+#define SESS  "9a8b7c6d-0000-4000-8000-00000000005e"
+#define WGHT  "77777777-0000-8000-8000-000000000001"
+
+/* The index of the type's own parameter k in apply_bind.values. */
+#define P(k) (APPLY_COMMON_PARAMS + (k))
 
 static const char *const hash = "\\x00";
 
@@ -54,13 +60,36 @@ static void test_table(void **state)
     size_t n;
     const struct apply_event_type *t = apply_event_types(&n);
 
-    assert_int_equal(n, 3);
+    /* docs/events.md, "Event types": all thirteen. */
+    static const char *const documented[] = {
+        "diary.user.registered.v1", "diary.user.updated.v1",    "diary.user.password_changed.v1",
+        "diary.user.deleted.v1",    "diary.session.revoked.v1", "diary.food.created.v1",
+        "diary.food.updated.v1",    "diary.food.deleted.v1",    "diary.entry.set.v1",
+        "diary.entry.removed.v1",   "diary.weight.set.v1",      "diary.weight.removed.v1",
+        "diary.settings.updated.v1"};
+
+    assert_int_equal(n, sizeof(documented) / sizeof(documented[0]));
+    for (size_t i = 0; i < sizeof(documented) / sizeof(documented[0]); i++)
+        if (!apply_event_type_find(documented[i]))
+            fail_msg("%s has no entry", documented[i]);
     for (size_t i = 0; i < n; i++) {
         assert_ptr_equal(apply_event_type_find(t[i].type), &t[i]);
         assert_true(t[i].nparams <= APPLY_BIND_MAX);
+        assert_true(t[i].nparams >= APPLY_COMMON_PARAMS);
         assert_non_null(t[i].bind);
+        assert_non_null(t[i].keys);
+        assert_true(t[i].nparams == APPLY_COMMON_PARAMS || t[i].fields != NULL);
+        /* Only the rare user types go without a set-based function. */
+        if (!t[i].set_function && strncmp(t[i].type, "diary.user.", 11) != 0)
+            fail_msg("%s has no set-based function", t[i].type);
+        /* The function names are also prepared statement names: unique. */
+        for (size_t j = 0; j < i; j++) {
+            assert_string_not_equal(t[i].function, t[j].function);
+            if (t[i].set_function && t[j].set_function)
+                assert_string_not_equal(t[i].set_function, t[j].set_function);
+        }
     }
-    assert_null(apply_event_type_find("diary.user.deleted.v1"));
+    assert_null(apply_event_type_find("diary.user.exploded.v1"));
     assert_null(apply_event_type_find(NULL));
 }
 
@@ -89,21 +118,25 @@ static void test_bind_entry(void **state)
     assert_string_equal(b.values[8], "hdr-rid");
     assert_string_equal(b.values[9], "diary.events");
     assert_string_equal(b.values[10], "diary-worker/diary-apply");
-    assert_string_equal(b.values[11], ENTRY);
-    assert_string_equal(b.values[12], "2026-11-24");
-    assert_string_equal(b.values[13], "lunch");
-    assert_string_equal(b.values[14], FOOD);
-    assert_string_equal(b.values[15], "150");
+    assert_null(b.values[11]); /* no requesthash: SQL NULL */
+    assert_string_equal(b.values[P(0)], ENTRY);
+    assert_string_equal(b.values[P(1)], "2026-11-24");
+    assert_string_equal(b.values[P(2)], "lunch");
+    assert_string_equal(b.values[P(3)], FOOD);
+    assert_string_equal(b.values[P(4)], "150");
 
-    /* The envelope's own request id wins over the header's; ifmatch is passed on. */
+    /* The envelope's own request id wins over the header's; ifmatch and requesthash are
+     * passed on. */
     snprintf(e.requestid, sizeof(e.requestid), "env-rid");
+    snprintf(e.requesthash, sizeof(e.requesthash), "00ff");
     e.ifmatch = 3;
     json_object_set_new(e.data, "amount", json_real(12.5));
     t = bind(&e, &b, err);
     assert_non_null(t);
     assert_string_equal(b.values[7], "3");
     assert_string_equal(b.values[8], "env-rid");
-    assert_string_equal(b.values[15], "12.5");
+    assert_string_equal(b.values[11], "00ff");
+    assert_string_equal(b.values[P(4)], "12.5");
     evt_clear(&e);
 }
 
@@ -120,9 +153,9 @@ static void test_bind_user_and_food(void **state)
     t = bind(&e, &b, err);
     assert_non_null(t);
     assert_int_equal(b.count, t->nparams);
-    assert_string_equal(b.values[11], "ann@example.org");
-    assert_string_equal(b.values[12], "Ann");
-    assert_string_equal(b.values[13], "$argon2id$v=19$x");
+    assert_string_equal(b.values[P(0)], "ann@example.org");
+    assert_string_equal(b.values[P(1)], "Ann");
+    assert_string_equal(b.values[P(2)], "$argon2id$v=19$x");
     evt_clear(&e);
 
     make_evt(&e, "diary.food.created.v1",
@@ -131,11 +164,85 @@ static void test_bind_user_and_food(void **state)
     t = bind(&e, &b, err);
     assert_non_null(t);
     assert_int_equal(b.count, t->nparams);
-    assert_string_equal(b.values[12], "Apple");
-    assert_string_equal(b.values[13], "52");
-    assert_string_equal(b.values[14], "0.3");
-    assert_string_equal(b.values[16], "0");
+    assert_string_equal(b.values[P(1)], "Apple");
+    assert_string_equal(b.values[P(2)], "52");
+    assert_string_equal(b.values[P(3)], "0.3");
+    assert_string_equal(b.values[P(5)], "0");
     evt_clear(&e);
+}
+
+/* Binds type with data and checks the type's own parameters against want (NULL: SQL NULL). */
+static void expect_bind(const char *type, const char *data, const char *fn, int nown,
+                        const char *const *want)
+{
+    struct evt e;
+    struct apply_bind b;
+    char err[256] = "";
+    const struct apply_event_type *t;
+
+    make_evt(&e, type, data);
+    t = bind(&e, &b, err);
+    if (!t)
+        fail_msg("%s %s refused: %s", type, data, err);
+    assert_string_equal(t->function, fn);
+    assert_int_equal(t->nparams, APPLY_COMMON_PARAMS + nown);
+    assert_int_equal(b.count, t->nparams);
+    for (int k = 0; k < nown; k++) {
+        if (!want[k] && b.values[P(k)])
+            fail_msg("%s: parameter %d is \"%s\", want NULL", type, k, b.values[P(k)]);
+        if (want[k] && (!b.values[P(k)] || strcmp(want[k], b.values[P(k)]) != 0))
+            fail_msg("%s: parameter %d is \"%s\", want \"%s\"", type, k,
+                     b.values[P(k)] ? b.values[P(k)] : "NULL", want[k]);
+    }
+    evt_clear(&e);
+}
+
+static void test_bind_new_types(void **state)
+{
+    expect_bind("diary.user.updated.v1", "{\"name\":\"Bea\"}", "diary_apply_user_updated", 2,
+                (const char *[]){"Bea", NULL});
+    expect_bind("diary.user.updated.v1", "{\"email\":\"bea@example.org\"}",
+                "diary_apply_user_updated", 2, (const char *[]){NULL, "bea@example.org"});
+    expect_bind("diary.user.updated.v1", "{}", "diary_apply_user_updated", 2,
+                (const char *[]){NULL, NULL});
+    expect_bind("diary.user.password_changed.v1",
+                "{\"password_hash\":\"$argon2id$y\",\"revoke\":true}",
+                "diary_apply_user_password_changed", 2, (const char *[]){"$argon2id$y", "true"});
+    expect_bind("diary.user.password_changed.v1",
+                "{\"password_hash\":\"$2b$10$x\",\"revoke\":false}",
+                "diary_apply_user_password_changed", 2, (const char *[]){"$2b$10$x", "false"});
+    expect_bind("diary.user.deleted.v1", "{}", "diary_apply_user_deleted", 0, NULL);
+    expect_bind("diary.session.revoked.v1",
+                "{\"session_id\":\"" SESS "\",\"expires_at\":\"2026-11-25T16:00:00Z\"}",
+                "diary_apply_session_revoked", 2, (const char *[]){SESS, "2026-11-25T16:00:00Z"});
+    expect_bind("diary.food.updated.v1",
+                "{\"food_id\":\"" FOOD "\",\"name\":\"Pear\",\"calories_per_100g\":57,"
+                "\"protein_per_100g\":0.4,\"carbs_per_100g\":15,\"fat_per_100g\":0.1}",
+                "diary_apply_food_updated", 6,
+                (const char *[]){FOOD, "Pear", "57", "0.4", "15", "0.1"});
+    expect_bind("diary.food.deleted.v1", "{\"food_id\":\"" FOOD "\"}", "diary_apply_food_deleted",
+                1, (const char *[]){FOOD});
+    expect_bind("diary.entry.removed.v1",
+                "{\"date\":\"2026-11-24\",\"meal_type\":\"snack\",\"food_id\":\"" FOOD "\"}",
+                "diary_apply_entry_removed", 3, (const char *[]){"2026-11-24", "snack", FOOD});
+    expect_bind("diary.weight.set.v1",
+                "{\"weight_id\":\"" WGHT "\",\"date\":\"2026-11-24\",\"weight\":72.35}",
+                "diary_apply_weight_set", 3, (const char *[]){WGHT, "2026-11-24", "72.35"});
+    expect_bind("diary.weight.set.v1",
+                "{\"weight_id\":\"" WGHT "\",\"date\":\"2026-11-24\",\"weight\":999.99}",
+                "diary_apply_weight_set", 3, (const char *[]){WGHT, "2026-11-24", "999.99"});
+    expect_bind("diary.weight.removed.v1", "{\"date\":\"2026-11-24\"}",
+                "diary_apply_weight_removed", 1, (const char *[]){"2026-11-24"});
+    expect_bind("diary.settings.updated.v1",
+                "{\"unit_system\":\"imperial\",\"daily_calorie_goal\":2500,"
+                "\"protein_percentage\":30,\"fat_percentage\":20.5}",
+                "diary_apply_settings_updated", 4,
+                (const char *[]){"imperial", "2500", "30", "20.5"});
+    /* Absent fields keep their value: SQL NULL. The merged check is the database's. */
+    expect_bind("diary.settings.updated.v1", "{\"fat_percentage\":100}",
+                "diary_apply_settings_updated", 4, (const char *[]){NULL, NULL, NULL, "100"});
+    expect_bind("diary.settings.updated.v1", "{}", "diary_apply_settings_updated", 4,
+                (const char *[]){NULL, NULL, NULL, NULL});
 }
 
 /* Each case: type, data, and a word the error must contain. */
@@ -190,7 +297,52 @@ static void test_bind_refuses(void **state)
          "{\"food_id\":\"" FOOD "\",\"name\":\"Apple\",\"calories_per_100g\":\"52\","
          "\"protein_per_100g\":0,\"carbs_per_100g\":0,\"fat_per_100g\":0}",
          "calories"},
-        {"diary.weight.set.v1", "{}", "unknown event type"},
+        {"diary.user.exploded.v1", "{}", "unknown event type"},
+        /* The types of 0003_api.sql. */
+        {"diary.user.updated.v1", "{\"name\":\"\"}", "name"},
+        {"diary.user.updated.v1", "{\"name\":null}", "name"},
+        {"diary.user.updated.v1", "{\"email\":\"nope\"}", "email"},
+        {"diary.user.updated.v1", "{\"email\":7}", "email"},
+        {"diary.user.password_changed.v1", "{\"password_hash\":\"h\"}", "revoke"},
+        {"diary.user.password_changed.v1", "{\"password_hash\":\"h\",\"revoke\":\"yes\"}",
+         "revoke"},
+        {"diary.user.password_changed.v1", "{\"revoke\":true}", "password_hash"},
+        {"diary.session.revoked.v1", "{\"expires_at\":\"2026-11-25T16:00:00Z\"}", "session_id"},
+        {"diary.session.revoked.v1", "{\"session_id\":\"" SESS "\",\"expires_at\":\"tomorrow\"}",
+         "expires_at"},
+        {"diary.session.revoked.v1", "{\"session_id\":\"" SESS "\",\"expires_at\":1764000000}",
+         "expires_at"},
+        {"diary.food.updated.v1",
+         "{\"food_id\":\"" FOOD "\",\"name\":\"Pear\",\"calories_per_100g\":57,"
+         "\"protein_per_100g\":0.4,\"carbs_per_100g\":15}",
+         "fat_per_100g"},
+        {"diary.food.updated.v1",
+         "{\"food_id\":\"x\",\"name\":\"Pear\",\"calories_per_100g\":57,"
+         "\"protein_per_100g\":0.4,\"carbs_per_100g\":15,\"fat_per_100g\":0}",
+         "food_id"},
+        {"diary.food.deleted.v1", "{}", "food_id"},
+        {"diary.entry.removed.v1",
+         "{\"date\":\"2026-11-24\",\"meal_type\":\"tea\",\"food_id\":\"" FOOD "\"}", "meal_type"},
+        {"diary.entry.removed.v1",
+         "{\"date\":\"24.11.2026\",\"meal_type\":\"lunch\",\"food_id\":\"" FOOD "\"}", "date"},
+        {"diary.entry.removed.v1", "{\"date\":\"2026-11-24\",\"meal_type\":\"lunch\"}", "food_id"},
+        {"diary.weight.set.v1", "{}", "weight_id"},
+        {"diary.weight.set.v1", "{\"weight_id\":\"" WGHT "\",\"date\":\"2026-11-24\",\"weight\":0}",
+         "weight"},
+        {"diary.weight.set.v1",
+         "{\"weight_id\":\"" WGHT "\",\"date\":\"2026-11-24\",\"weight\":999.995}", "weight"},
+        {"diary.weight.set.v1",
+         "{\"weight_id\":\"" WGHT "\",\"date\":\"2026-11-24\",\"weight\":\"70\"}", "weight"},
+        {"diary.weight.set.v1", "{\"weight_id\":\"" WGHT "\",\"weight\":70}", "date"},
+        {"diary.weight.removed.v1", "{}", "date"},
+        {"diary.settings.updated.v1", "{\"unit_system\":\"furlongs\"}", "unit_system"},
+        {"diary.settings.updated.v1", "{\"unit_system\":null}", "unit_system"},
+        {"diary.settings.updated.v1", "{\"daily_calorie_goal\":0}", "daily_calorie_goal"},
+        {"diary.settings.updated.v1", "{\"daily_calorie_goal\":2000.5}", "daily_calorie_goal"},
+        {"diary.settings.updated.v1", "{\"daily_calorie_goal\":2147483648}", "daily_calorie_goal"},
+        {"diary.settings.updated.v1", "{\"protein_percentage\":-1}", "protein_percentage"},
+        {"diary.settings.updated.v1", "{\"fat_percentage\":100.01}", "fat_percentage"},
+        {"diary.settings.updated.v1", "{\"fat_percentage\":\"30\"}", "fat_percentage"},
     };
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -265,7 +417,7 @@ static void test_sql(void **state)
     assert_int_equal(apply_event_sql(t, sql, sizeof(sql)), 0);
     assert_string_equal(sql, "SELECT out_status, out_reason, out_resource FROM "
                              "diary_apply_user_registered($1, $2, $3, $4, $5, $6, $7, $8, $9, "
-                             "$10, $11, $12, $13, $14)");
+                             "$10, $11, $12, $13, $14, $15)");
     assert_int_equal(apply_event_sql(t, small, sizeof(small)), -1);
 }
 
@@ -412,13 +564,101 @@ static void test_schedule_events(void **state)
         evt_clear(&e);
     }
     first[N] = nk;
-    assert_int_equal(apply_schedule(N, keys, first, rounds), 4);
+    assert_int_equal(apply_schedule(N, keys, first, rounds), 5);
     assert_int_equal(rounds[0], 1); /* reads the food before it exists */
     assert_int_equal(rounds[1], 2); /* creates it after that read (and reads the user) */
     assert_int_equal(rounds[2], 3); /* reads it after it was created */
     assert_int_equal(rounds[3], 3); /* another row: shares the round */
-    assert_int_equal(rounds[4], 3); /* creates the user the food looked for: after that */
-    assert_int_equal(rounds[5], 4); /* the same user and email (folded) again */
+    assert_int_equal(rounds[4], 4); /* creates the user the entries read: after them */
+    assert_int_equal(rounds[5], 5); /* the same user and email (folded) again */
+}
+
+/* The rounds of a list of (type, data, subject) events. */
+static int schedule_docs(size_t n, const char *const (*docs)[3], unsigned *rounds)
+{
+    struct apply_key keys[32 * APPLY_KEYS_MAX];
+    size_t first[33], nk = 0;
+
+    assert_true(n <= 32);
+    for (size_t i = 0; i < n; i++) {
+        struct evt e;
+        struct apply_bind b;
+        char err[256];
+        const struct apply_event_type *t;
+
+        make_evt(&e, docs[i][0], docs[i][1]);
+        snprintf(e.id, sizeof(e.id), "c0ffee00-0000-7000-8000-%012zu", i + 100);
+        snprintf(e.subject, sizeof(e.subject), "%s", docs[i][2]);
+        t = bind(&e, &b, err);
+        if (!t)
+            fail_msg("event %zu refused: %s", i, err);
+        first[i] = nk;
+        nk += t->keys(&b, &keys[nk]);
+        assert_true(nk - first[i] <= APPLY_KEYS_MAX);
+        evt_clear(&e);
+    }
+    first[n] = nk;
+    return apply_schedule(n, keys, first, rounds);
+}
+
+#define USER2 "0b6f3c9e-1d2a-7c4e-8a10-000000000002"
+
+/* A user's deletion orders against every event of that user (their rows go with it) and,
+ * through the emails, against registrations of anyone; settings, weights and sessions of one
+ * user go one after the other per row. */
+static void test_schedule_new_types(void **state)
+{
+    static const char *const docs[][3] = {
+        /* 0 */ {"diary.weight.set.v1",
+                 "{\"weight_id\":\"" WGHT "\",\"date\":\"2026-11-24\",\"weight\":70}", USER},
+        /* 1 */ {"diary.settings.updated.v1", "{\"fat_percentage\":20}", USER},
+        /* 2 */ {"diary.weight.removed.v1", "{\"date\":\"2026-11-24\"}", USER},
+        /* 3 */
+        {"diary.weight.set.v1",
+         "{\"weight_id\":\"" WGHT "\",\"date\":\"2026-11-25\",\"weight\":71}", USER},
+        /* 4 */ {"diary.user.deleted.v1", "{}", USER},
+        /* 5 */ {"diary.settings.updated.v1", "{\"fat_percentage\":25}", USER},
+        /* 6 */
+        {"diary.user.registered.v1",
+         "{\"user_id\":\"" USER2 "\",\"email\":\"x@b.org\",\"name\":\"X\","
+         "\"password_hash\":\"h\"}",
+         USER2},
+        /* 7 */
+        {"diary.session.revoked.v1",
+         "{\"session_id\":\"" SESS "\",\"expires_at\":\"2026-11-25T16:00:00Z\"}", USER2},
+        /* 8 */
+        {"diary.session.revoked.v1",
+         "{\"session_id\":\"" SESS "\",\"expires_at\":\"2026-11-25T16:00:00Z\"}", USER2},
+        /* 9 */ {"diary.user.updated.v1", "{\"name\":\"Y\"}", USER2},
+        /* 10 */ {"diary.user.updated.v1", "{\"email\":\"z@b.org\"}", USER2},
+        /* 11 */
+        {"diary.user.registered.v1",
+         "{\"user_id\":\"" USER "\",\"email\":\"X@b.org\",\"name\":\"X\","
+         "\"password_hash\":\"h\"}",
+         USER},
+        /* 12 */
+        {"diary.entry.removed.v1",
+         "{\"date\":\"2026-11-24\",\"meal_type\":\"lunch\",\"food_id\":\"" FOOD "\"}", USER},
+        /* 13 */ {"diary.food.deleted.v1", "{\"food_id\":\"" FOOD "\"}", USER},
+    };
+    enum { N = sizeof(docs) / sizeof(docs[0]) };
+    unsigned r[N];
+
+    assert_true(schedule_docs(N, docs, r) > 0);
+    assert_int_equal(r[0], 1);
+    assert_int_equal(r[1], 1);  /* settings: another row */
+    assert_int_equal(r[2], 2);  /* the same weight row */
+    assert_int_equal(r[3], 1);  /* another date */
+    assert_int_equal(r[4], 3);  /* after every earlier event of the user */
+    assert_int_equal(r[5], 4);  /* after the deletion */
+    assert_int_equal(r[6], 4);  /* reads the emails the deletion may have freed */
+    assert_int_equal(r[7], 5);  /* after its user's registration */
+    assert_int_equal(r[8], 6);  /* the same session */
+    assert_int_equal(r[9], 7);  /* writes the user the sessions read: after them */
+    assert_int_equal(r[10], 8); /* the same user again */
+    assert_true(r[11] > r[10]); /* X@b.org freed by 10 (and the user id deleted by 4) */
+    assert_true(r[12] > r[11]); /* the user key, after the re-registration */
+    assert_true(r[13] > r[12]); /* the food after the entry that read it */
 }
 
 static void test_transient(void **state)
@@ -441,6 +681,7 @@ int main(void)
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_bind_entry),
         cmocka_unit_test(test_bind_user_and_food),
+        cmocka_unit_test(test_bind_new_types),
         cmocka_unit_test(test_bind_refuses),
         cmocka_unit_test(test_name_length_in_characters),
         cmocka_unit_test(test_time_checked),
@@ -450,6 +691,7 @@ int main(void)
         cmocka_unit_test(test_dead_letter_json),
         cmocka_unit_test(test_schedule_rules),
         cmocka_unit_test(test_schedule_events),
+        cmocka_unit_test(test_schedule_new_types),
         cmocka_unit_test(test_transient),
     };
 

@@ -53,19 +53,27 @@ static void parse_refuses_what_is_not_an_envelope(void **state)
         {"not json", "not JSON"},
         {"[1,2]", "not a JSON object"},
         {"{}", "missing specversion"},
-        {"{\"specversion\":\"0.3\",\"id\":\"0192f0a4-6b1e-7c3a-9a4e-3b2f1c0d9e8f\",\"type\":\"diary.x\","
-         "\"subject\":\"0192f0a4-6b1e-7c3a-9a4e-3b2f1c0d9e8f\",\"source\":\"s\",\"time\":\"t\",\"data\":{}}",
+        {"{\"specversion\":\"0.3\",\"id\":\"0192f0a4-6b1e-7c3a-9a4e-3b2f1c0d9e8f\",\"type\":"
+         "\"diary.x\","
+         "\"subject\":\"0192f0a4-6b1e-7c3a-9a4e-3b2f1c0d9e8f\",\"source\":\"s\",\"time\":\"t\","
+         "\"data\":{}}",
          "specversion"},
         {"{\"specversion\":\"1.0\",\"id\":\"nope\",\"type\":\"diary.x\","
-         "\"subject\":\"0192f0a4-6b1e-7c3a-9a4e-3b2f1c0d9e8f\",\"source\":\"s\",\"time\":\"t\",\"data\":{}}",
+         "\"subject\":\"0192f0a4-6b1e-7c3a-9a4e-3b2f1c0d9e8f\",\"source\":\"s\",\"time\":\"t\","
+         "\"data\":{}}",
          "UUIDs"},
-        {"{\"specversion\":\"1.0\",\"id\":\"0192f0a4-6b1e-7c3a-9a4e-3b2f1c0d9e8f\",\"type\":\"other\","
-         "\"subject\":\"0192f0a4-6b1e-7c3a-9a4e-3b2f1c0d9e8f\",\"source\":\"s\",\"time\":\"t\",\"data\":{}}",
+        {"{\"specversion\":\"1.0\",\"id\":\"0192f0a4-6b1e-7c3a-9a4e-3b2f1c0d9e8f\",\"type\":"
+         "\"other\","
+         "\"subject\":\"0192f0a4-6b1e-7c3a-9a4e-3b2f1c0d9e8f\",\"source\":\"s\",\"time\":\"t\","
+         "\"data\":{}}",
          "not a diary event type"},
-        {"{\"specversion\":\"1.0\",\"id\":\"0192f0a4-6b1e-7c3a-9a4e-3b2f1c0d9e8f\",\"type\":\"diary.x\","
-         "\"subject\":\"0192f0a4-6b1e-7c3a-9a4e-3b2f1c0d9e8f\",\"source\":\"s\",\"time\":\"t\",\"data\":[]}",
+        {"{\"specversion\":\"1.0\",\"id\":\"0192f0a4-6b1e-7c3a-9a4e-3b2f1c0d9e8f\",\"type\":"
+         "\"diary.x\","
+         "\"subject\":\"0192f0a4-6b1e-7c3a-9a4e-3b2f1c0d9e8f\",\"source\":\"s\",\"time\":\"t\","
+         "\"data\":[]}",
          "data must be"},
-        {"{\"specversion\":\"1.0\",\"id\":\"0192f0a4-6b1e-7c3a-9a4e-3b2f1c0d9e8f\",\"type\":\"diary.x\","
+        {"{\"specversion\":\"1.0\",\"id\":\"0192f0a4-6b1e-7c3a-9a4e-3b2f1c0d9e8f\",\"type\":"
+         "\"diary.x\","
          "\"subject\":\"0192f0a4-6b1e-7c3a-9a4e-3b2f1c0d9e8f\",\"source\":\"s\",\"time\":\"t\","
          "\"ifmatch\":0,\"data\":{}}",
          "ifmatch"},
@@ -80,6 +88,63 @@ static void parse_refuses_what_is_not_an_envelope(void **state)
             fail_msg("case %zu: \"%s\" lacks \"%s\"", i, err, cases[i].why);
         assert_null(e.data);
     }
+}
+
+/* requesthash: carried through serialise and parse, "" when absent, and refused when it is
+ * not a string of hexadecimal digits that fits the field (BLAKE2b-512 needs 128). */
+static void requesthash_round_trips_and_is_checked(void **state)
+{
+#define ENV_HEAD                                                                                   \
+    "{\"specversion\":\"1.0\",\"id\":\"0192f0a4-6b1e-7c3a-9a4e-3b2f1c0d9e8f\","                    \
+    "\"type\":\"diary.x\",\"subject\":\"0192f0a4-6b1e-7c3a-9a4e-3b2f1c0d9e8f\","                   \
+    "\"source\":\"s\",\"time\":\"t\",\"data\":{}"
+    static const char *const bad[] = {
+        ENV_HEAD ",\"requesthash\":\"xyz\"}",
+        ENV_HEAD ",\"requesthash\":42}",
+        ENV_HEAD ",\"requesthash\":\"0a-1b\"}",
+    };
+    char err[200], hex[EVT_HASHLEN + 1], *s, *big;
+    struct evt e, back;
+    size_t len;
+
+    fill(&e);
+    memset(hex, 'a', 128);
+    hex[128] = '\0';
+    memcpy(hex, "0123456789ABCDEF", 16);
+    memcpy(e.requesthash, hex, 129);
+    s = evt_serialize(&e, &len);
+    assert_non_null(s);
+    assert_non_null(strstr(s, "\"requesthash\":\"0123456789ABCDEF"));
+    assert_int_equal(evt_parse(s, len, &back, err, sizeof(err)), 0);
+    assert_string_equal(back.requesthash, hex);
+    free(s);
+    evt_clear(&back);
+
+    /* Absent: "" on parse, and not written. */
+    e.requesthash[0] = '\0';
+    s = evt_serialize(&e, &len);
+    assert_null(strstr(s, "requesthash"));
+    assert_int_equal(evt_parse(s, len, &back, err, sizeof(err)), 0);
+    assert_string_equal(back.requesthash, "");
+    free(s);
+    evt_clear(&back);
+    evt_clear(&e);
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(evt_parse(bad[i], strlen(bad[i]), &back, err, sizeof(err)), -1);
+        if (!strstr(err, "requesthash"))
+            fail_msg("case %zu: \"%s\" does not name requesthash", i, err);
+    }
+    /* 130 digits do not fit (BLAKE2b-512 has 128). */
+    big = malloc(strlen(ENV_HEAD) + 200);
+    assert_non_null(big);
+    memset(hex, 'f', 130);
+    hex[130] = '\0';
+    len = (size_t)sprintf(big, ENV_HEAD ",\"requesthash\":\"%s\"}", hex);
+    assert_int_equal(evt_parse(big, len, &back, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "requesthash"));
+    free(big);
+#undef ENV_HEAD
 }
 
 static void oversized_event_is_refused_unread(void **state)
@@ -100,6 +165,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(serialize_then_parse_is_identity),
         cmocka_unit_test(parse_refuses_what_is_not_an_envelope),
+        cmocka_unit_test(requesthash_round_trips_and_is_checked),
         cmocka_unit_test(oversized_event_is_refused_unread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
