@@ -21,8 +21,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "counters.h"
+#include "envelope.h"
 #include "hashpool.h"
 #include "hdr.h"
 #include "kprod.h"
@@ -30,6 +32,7 @@
 #include "pgpool.h"
 #include "position.h"
 #include "replwait.h"
+#include "revoke.h"
 #include "route.h"
 #include "token.h"
 #include "uuid.h"
@@ -39,6 +42,7 @@ struct ingest_config {
     int port;
     const char *bootstrap;
     const char *replica_url;
+    const char *primary_url; /* NULL: reads never fall back to the primary */
     uint8_t token_key[TOKEN_KEYBYTES];
     long token_ttl;
     unsigned long long pw_ops;
@@ -61,6 +65,11 @@ struct ingest {
     pgpool_t *pg;
     hashpool_t *hash;
     replwait_t *wait;
+    pgpool_t *primary;        /* NULL without PG_PRIMARY_URL */
+    replwait_t *primary_wait; /* waits on the primary's consumer_offsets; NULL likewise */
+    revoke_t *revoke;
+    uint8_t reqhash_key[32]; /* keys the requesthash (derived from the token key) */
+    uint64_t primary_reads;  /* reads answered from the primary, for /metrics */
     counters_t *stats;
     char dummy_hash[PASSWORD_HASH_MAX]; /* verified against when an email is unknown */
 
@@ -83,23 +92,40 @@ struct ingest {
     char replica_detail[160];
 };
 
+#define REQHASH_HEXLEN 65 /* BLAKE2b-256 in hex and the NUL */
+
+/* The opaque of one produced message: the request, and which of its writes (batch.c). */
+struct wmsg {
+    struct req *r;
+    int item; /* -1: the request's own write (r->w); else the index of a batch item */
+    int64_t produced_us;
+};
+
 /* The state of a write between validation and the answer (writes.c). */
 struct write_kind;
 struct req_write {
     const struct write_kind *kind;
+    struct wmsg msg;
+    char key[HDR_IDEM_KEY_MAX + 1]; /* the Idempotency-Key, "" when none */
     char event_id[UUID_STRLEN];
-    char resource_id[UUID_STRLEN]; /* the row the event creates or sets */
+    char resource_id[UUID_STRLEN]; /* the row the event creates or changes, "" when none */
     char subject[UUID_STRLEN];     /* the user the event is about, also the Kafka key */
-    json_t *data;                  /* the event's data until serialised */
-    char *value;                   /* the serialised envelope until librdkafka owns it */
+    char requesthash[REQHASH_HEXLEN];
+    char time[EVT_TIMELEN]; /* the envelope's time */
+    json_t *data;           /* the event's data until serialised */
+    char *value;            /* the serialised envelope until librdkafka owns it */
     size_t len;
     int64_t ifmatch;
     int attempts;
     long wait_secs; /* Prefer: wait=N as applied; 0 = no wait */
     struct position pos;
-    int64_t produced_us;
-    char date[16], meal[16], food_id[UUID_STRLEN]; /* diary entry natural key */
+    char date[16], meal[16], food_id[UUID_STRLEN]; /* natural keys of entries and weights */
+    /* What to do once the broker answered instead of the usual answer (log-in's re-hash);
+     * NULL for ordinary writes. */
+    void (*then)(struct req *r);
 };
+
+struct batch;
 
 typedef void (*req_query_cb)(struct req *r, PGresult *res, const char *err);
 typedef void (*req_hash_cb)(struct req *r, enum hashpool_status st, const char *hash);
@@ -138,9 +164,18 @@ struct req {
     req_hash_cb hash_cb;
     req_wait_cb wait_cb;
     struct replwait_node wnode;
+    replwait_t *waiting_on; /* the waiter wnode is linked to, if any */
+    bool from_primary;      /* reads go to the primary (Diary-Min-Position fallback) */
+
+    json_t *query; /* the parsed query string (routes with a query schema) */
 
     struct req_write w;
-    char scratch[UUID_STRLEN]; /* a handler's own use (the user id of a log-in) */
+    struct batch *batch; /* POST /v1/diary/batch */
+
+    /* Log-in (reads.c): the user found, the stored hash's kind and the token cut-off. */
+    char scratch[UUID_STRLEN];
+    bool legacy_hash;
+    int64_t valid_after_us;
 
     struct req *prev, *next; /* app->live */
     struct req *grave_next;
@@ -152,6 +187,11 @@ void server_stop_accepting(struct ingest *app);
 void server_abandon_all(struct ingest *app, const char *why);
 void server_reap(struct ingest *app);
 void server_teardown(struct ingest *app);
+/* Prints the route table, one route a line: METHOD, path, "auth" or "-", the body schema and
+ * the query schema ("-" for none), tab-separated. Needs no set-up. */
+void server_list_routes(FILE *out);
+/* 0 when every schema the route table names is loaded, else -1 with err. */
+int server_check_schemas(char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* Request helpers (server.c). */
 bool req_live(const struct req *r);
@@ -172,10 +212,14 @@ void req_problem_titled(struct req *r, int status, const char *slug, const char 
 void req_invalid(struct req *r, const char *field, const char *message);
 /* 503 unavailable: the replica, the broker or the hash pool is busy or away. */
 void req_unavailable(struct req *r, const char *detail);
+/* 404 not-found. */
+void req_not_found(struct req *r);
+/* The problem type URI's slug: PROBLEM_BASE + slug, or the recorded type as it is. */
+const char *req_problem_slug(const char *type);
 
-/* Runs sql on the replica with the remaining time of the request as timeout; cb runs while
- * the request is live. -1 when no replica connection is up or the pool's queue is full (cb
- * will not run; answer 503). */
+/* Runs sql on the replica (on the primary when r->from_primary) with the remaining time of
+ * the request as timeout; cb runs while the request is live. -1 when no connection is up or
+ * the pool's queue is full (cb will not run; answer 503). */
 int req_query(struct req *r, const char *sql, int nparams, const char *const *params,
               req_query_cb cb) __attribute__((warn_unused_result));
 int req_hash(struct req *r, const char *pw, req_hash_cb cb) __attribute__((warn_unused_result));
@@ -193,17 +237,57 @@ json_t *pgval_number(const PGresult *res, int row, int col);
 json_t *pgval_integer(const PGresult *res, int row, int col);
 json_t *pgval_string(const PGresult *res, int row, int col);
 
-/* writes.c */
+/* writes.c: the single-write routes. */
 void writes_user_create(struct req *r);
+void writes_me_update(struct req *r);
+void writes_me_delete(struct req *r);
+void writes_session_revoke(struct req *r);
+void writes_settings_update(struct req *r);
 void writes_food_create(struct req *r);
+void writes_food_update(struct req *r);
+void writes_food_delete(struct req *r);
 void writes_entry_set(struct req *r);
-/* The delivery report of a write (kprod_dr_cb). */
+void writes_entry_remove(struct req *r);
+void writes_weight_set(struct req *r);
+void writes_weight_remove(struct req *r);
+/* Log-in with a legacy hash: produces diary.user.password_changed.v1 (revoke false) with
+ * hash for the user r->scratch, then calls then(r) whether or not the broker took it. */
+void writes_rehash(struct req *r, const char *hash, void (*then)(struct req *r));
+/* The delivery report of every produced message (kprod_dr_cb); opaque is a struct wmsg. */
 void writes_delivered(void *opaque, rd_kafka_resp_err_t err, int32_t partition, int64_t offset);
+
+/* writes.c: what batch.c shares. */
+/* The requesthash extension: keyed BLAKE2b-256 (hex) of method, path (lower-cased) and the
+ * body in canonical form (sorted keys, compact; "" for none). A write without a body passes
+ * its event's data as the body. */
+void writes_request_hash(const struct ingest *app, const char *method, const char *path,
+                         json_t *body, char out[REQHASH_HEXLEN]);
+/* The event id: derived from user and key when key is non-empty, else a fresh UUIDv7. */
+void writes_event_id(const char *user, const char *key, char out[UUID_STRLEN]);
+/* Builds the envelope of an event about r->user (data stolen) and produces it with m as the
+ * message opaque, serving the producer's queue and retrying a few times when it is full.
+ * On success the delivery report will come (holding a reference on r). */
+rd_kafka_resp_err_t writes_send(struct req *r, struct wmsg *m, const char *type,
+                                const char *event_id, json_t *data, const char *requesthash)
+    __attribute__((warn_unused_result));
+/* The recorded problem of a rejected event as an object (status 400..599, else 422). */
+json_t *writes_problem_object(const char *problem_text, const char *reason);
+
+/* batch.c: POST /v1/diary/batch. */
+void batch_post(struct req *r);
+void batch_delivered(struct req *r, int item, rd_kafka_resp_err_t err, int32_t partition,
+                     int64_t offset);
+void batch_free(struct batch *b);
 
 /* reads.c */
 void reads_session_create(struct req *r);
+void reads_me_get(struct req *r);
+void reads_settings_get(struct req *r);
+void reads_foods_list(struct req *r);
 void reads_food_get(struct req *r);
 void reads_day_get(struct req *r);
+void reads_days_list(struct req *r);
+void reads_weights_list(struct req *r);
 void reads_event_get(struct req *r);
 
 /* ops.c */

@@ -3,7 +3,11 @@
  * delivery reports, the replica pool and the hash threads' results. SIGTERM or SIGINT
  * drains it: stop accepting, finish what is in flight (replica waits end early with their
  * 202), flush the producer, answer what is left, free everything, exit 0. A second signal
- * cuts the drain short. Start-up errors exit 2 with a message. */
+ * cuts the drain short. Start-up errors exit 2 with a message.
+ *
+ * `diary-ingest --routes` prints the route table and `--schemas` the JSON Schema of every
+ * validation rule set (schema/api.yaml), without starting anything: tests compare them with
+ * docs/openapi.yaml. */
 #include "ingest.h"
 
 #include <errno.h>
@@ -16,12 +20,15 @@
 
 #include "config.h"
 #include "log.h"
+#include "validate.h"
 
 #define REPLWAIT_TICK_MS 5
 #define DRAIN_TICK_MS    20
 #define DRAIN_GRACE_MS   10000 /* longest wait for in-flight requests at shutdown */
 #define FLUSH_MS         5000  /* longest wait for the broker at shutdown */
 #define HASH_QUEUE_MAX   1024
+#define PRIMARY_POOL     2    /* connections to the primary, for Diary-Min-Position fallbacks */
+#define REVOKE_TICK_MS   1000 /* how often revocations are read from the replica */
 
 struct shutdown_state {
     struct ingest *app;
@@ -44,6 +51,8 @@ static int load_config(struct ingest_config *c, char *err, size_t errlen)
         snprintf(err, errlen, "KAFKA_BOOTSTRAP is not set (host:port of the Kafka brokers)");
         return -1;
     }
+    /* Optional for ingest: the primary answers reads whose replica is behind. */
+    c->primary_url = config_str("PG_PRIMARY_URL");
     c->replica_url = config_str("PG_REPLICA_URL");
     if (!c->replica_url) {
         snprintf(err, errlen, "PG_REPLICA_URL is not set (libpq URL of the read replica)");
@@ -126,6 +135,8 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     log_info(NULL, "signal %d: draining (%ld requests in flight)", (int)sig, s->app->nlive);
     server_stop_accepting(s->app);
     replwait_shutdown(s->app->wait);
+    if (s->app->primary_wait)
+        replwait_shutdown(s->app->primary_wait);
     s->drain_until = replwait_now_ms() + DRAIN_GRACE_MS;
     event_add(s->drain, &tv);
 }
@@ -137,23 +148,81 @@ static void pump(struct event_base *base, int passes)
         event_base_loop(base, EVLOOP_NONBLOCK);
 }
 
-int main(void)
+/* --schemas: {name: JSON Schema} of every loaded rule set. */
+static int print_schemas(void)
+{
+    json_t *all = json_object();
+    char *text;
+
+    for (size_t i = 0; i < validate_schema_count(); i++) {
+        const struct vschema *s = validate_schema_at(i);
+        json_object_set_new(all, s->name, validate_json_schema(s));
+    }
+    text = json_dumps(all, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
+    json_decref(all);
+    if (!text)
+        return 2;
+    puts(text);
+    free(text);
+    return 0;
+}
+
+/* The options that print and exit; -1 when argv asks for none of them. */
+static int one_shot(int argc, char **argv)
+{
+    char err[512];
+
+    if (argc < 2)
+        return -1;
+    if (strcmp(argv[1], "--routes") == 0) {
+        server_list_routes(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--schemas") == 0) {
+        if (validate_load_default(err, sizeof(err)) != 0) {
+            fprintf(stderr, "diary-ingest: %s\n", err);
+            return 2;
+        }
+        return print_schemas();
+    }
+    fprintf(stderr, "usage: diary-ingest [--routes | --schemas]\n"
+                    "  (no option: serve, configured by the environment)\n");
+    return strcmp(argv[1], "--help") == 0 ? 0 : 2;
+}
+
+int main(int argc, char **argv)
 {
     static struct ingest app;
     struct shutdown_state sd = {.app = &app};
     char err[512];
     int rc = 2, left;
 
+    rc = one_shot(argc, argv);
+    if (rc >= 0) {
+        validate_unload();
+        return rc;
+    }
     log_init("diary-ingest", log_level_parse(config_str("DIARY_LOG_LEVEL")));
     if (sodium_init() < 0) {
         fprintf(stderr, "diary-ingest: libsodium failed to initialise\n");
         return 2;
     }
-    if (load_config(&app.cfg, err, sizeof(err)) != 0) {
-        log_error(NULL, "configuration: %s", err);
+    if (validate_load_default(err, sizeof(err)) != 0) {
+        log_error(NULL, "API rules: %s", err);
         fprintf(stderr, "diary-ingest: %s\n", err);
         return 2;
     }
+    log_info(NULL, "API rules loaded from %s", validate_source());
+    if (load_config(&app.cfg, err, sizeof(err)) != 0) {
+        log_error(NULL, "configuration: %s", err);
+        fprintf(stderr, "diary-ingest: %s\n", err);
+        validate_unload();
+        return 2;
+    }
+    /* The requesthash is keyed so that the log never holds a plain hash of a body that
+     * carried a password; all nodes share the token key, so they agree on it. */
+    crypto_kdf_derive_from_key(app.reqhash_key, sizeof(app.reqhash_key), 1, "reqhash_",
+                               app.cfg.token_key);
     signal(SIGPIPE, SIG_IGN);
 
     app.base = event_base_new();
@@ -184,8 +253,20 @@ int main(void)
         snprintf(err, sizeof(err), "cannot hash with DIARY_PWHASH_OPSLIMIT/MEMLIMIT");
         goto fail;
     }
+    if (app.cfg.primary_url) {
+        app.primary = pgpool_new(app.base, app.cfg.primary_url, PRIMARY_POOL, err, sizeof(err));
+        if (!app.primary)
+            goto fail;
+        app.primary_wait =
+            replwait_new(app.base, app.primary, app.cfg.group, app.cfg.topic, REPLWAIT_TICK_MS);
+        if (!app.primary_wait) {
+            snprintf(err, sizeof(err), "out of memory");
+            goto fail;
+        }
+    }
     app.wait = replwait_new(app.base, app.pg, app.cfg.group, app.cfg.topic, REPLWAIT_TICK_MS);
-    if (!app.wait || ops_setup(&app) != 0) {
+    app.revoke = revoke_new(app.base, app.pg, app.cfg.token_ttl, REVOKE_TICK_MS);
+    if (!app.wait || !app.revoke || ops_setup(&app) != 0) {
         snprintf(err, sizeof(err), "out of memory");
         goto fail;
     }
@@ -214,6 +295,8 @@ int main(void)
      * where every pending callback still finds its owner alive. */
     server_stop_accepting(&app);
     replwait_shutdown(app.wait);
+    if (app.primary_wait)
+        replwait_shutdown(app.primary_wait);
     left = kprod_drain(app.prod, FLUSH_MS);
     pump(app.base, 4);
     server_abandon_all(&app, "the server is shutting down");
@@ -239,10 +322,16 @@ cleanup:
     hashpool_destroy(app.hash); /* pending jobs' callbacks run: their requests are answered */
     app.hash = NULL;
     ops_teardown(&app);
+    revoke_destroy(app.revoke);
+    app.revoke = NULL;
     pgpool_destroy(app.pg); /* pending queries' callbacks run with "shutdown" */
     app.pg = NULL;
+    pgpool_destroy(app.primary);
+    app.primary = NULL;
     replwait_destroy(app.wait);
     app.wait = NULL;
+    replwait_destroy(app.primary_wait);
+    app.primary_wait = NULL;
     if (app.prod)
         kprod_drain(app.prod, 0);
     kprod_destroy(app.prod);
@@ -253,6 +342,7 @@ cleanup:
     if (app.base)
         event_base_free(app.base);
     libevent_global_shutdown();
+    validate_unload();
     if (rc == 0)
         log_info(NULL, "stopped");
     return rc;

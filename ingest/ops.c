@@ -1,6 +1,6 @@
-/* Operations routes: /healthz (the process answers), /readyz (Kafka and the replica are
- * usable, with detail), /metrics (Prometheus text). The replica is probed with SELECT 1 on a
- * timer, so that /readyz answers at once from the last probe. */
+/* Operations routes: /healthz (the process answers), /readyz (Kafka, the replica and the
+ * revocation cache are usable, with detail), /metrics (Prometheus text). The replica is probed with
+ * SELECT 1 on a timer, so that /readyz answers at once from the last probe. */
 #include "ingest.h"
 
 #include <stdio.h>
@@ -68,30 +68,35 @@ void ops_healthz(struct req *r)
 void ops_readyz(struct req *r)
 {
     struct ingest *app = r->app;
-    char kdetail[160], rdetail[200];
+    char kdetail[160], rdetail[200], vdetail[240];
     bool kok = kprod_ready(app->prod, kdetail, sizeof(kdetail));
     bool pool = pgpool_ready(app->pg);
     bool rok = pool && app->replica_ok && replwait_now_ms() - app->replica_ok_at < PROBE_STALE_MS;
+    /* A node that cannot tell revoked tokens takes no traffic (fail closed). */
+    bool vok = revoke_ready(app->revoke, vdetail, sizeof(vdetail));
 
     if (!pool)
         snprintf(rdetail, sizeof(rdetail), "no connection to the replica");
     else
         snprintf(rdetail, sizeof(rdetail), "%s", app->replica_detail);
-    req_reply(r, kok && rok && !app->draining ? 200 : 503,
-              json_pack("{s:{s:b, s:s}, s:{s:b, s:s}, s:b}", "kafka", "ok", kok, "detail", kdetail,
-                        "replica", "ok", rok, "detail", rdetail, "draining", app->draining));
+    req_reply(r, kok && rok && vok && !app->draining ? 200 : 503,
+              json_pack("{s:{s:b, s:s}, s:{s:b, s:s}, s:{s:b, s:s}, s:b, s:b}", "kafka", "ok", kok,
+                        "detail", kdetail, "replica", "ok", rok, "detail", rdetail, "revocations",
+                        "ok", vok, "detail", vdetail, "primary_fallback", app->primary != NULL,
+                        "draining", app->draining));
 }
 
 void ops_metrics(struct req *r)
 {
     struct ingest *app = r->app;
-    size_t queued = 0, running = 0, len = 0;
-    char kd[160];
+    size_t queued = 0, running = 0, len = 0, rsessions = 0, rusers = 0;
+    char kd[160], vd[240];
     char *text;
     struct pgpool_stats ps;
 
     hashpool_stats(app->hash, &queued, &running);
     pgpool_stats(app->pg, &ps);
+    revoke_counts(app->revoke, &rsessions, &rusers);
     {
         const char *gauge = "gauge", *counter = "counter";
         const struct counters_gauge g[] = {
@@ -124,6 +129,15 @@ void ops_metrics(struct req *r)
              counter},
             {"diary_ingest_replica_timeouts_total", "Replica queries past their deadline.",
              (double)ps.timeouts, counter},
+            {"diary_ingest_revoked_sessions", "Revoked sessions held in memory.", (double)rsessions,
+             gauge},
+            {"diary_ingest_revoked_users", "Users with a token cut-off held in memory.",
+             (double)rusers, gauge},
+            {"diary_ingest_revocations_ready", "1 when the revocation cache is fresh.",
+             revoke_ready(app->revoke, vd, sizeof(vd)) ? 1.0 : 0.0, gauge},
+            {"diary_ingest_primary_reads_total",
+             "Reads answered from the primary because the replica was behind.",
+             (double)app->primary_reads, counter},
         };
         text = counters_render(app->stats, g, sizeof(g) / sizeof(g[0]), &len);
     }

@@ -33,6 +33,7 @@ struct route {
     void (*handler)(struct req *r);
     unsigned flags;
     const char *schema; /* validate_schema name of the body, or NULL */
+    const char *query;  /* validate_schema name of the query string, or NULL: none taken */
 };
 
 struct route_params {

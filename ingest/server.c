@@ -36,36 +36,47 @@
 #include "validate.h"
 
 #define MAX_HEADERS_SIZE   16384
-#define MIN_POS_WAIT_MS    2000 /* Diary-Min-Position: how long a read waits for the replica */
+#define MIN_POS_WAIT_MS    2000 /* Diary-Min-Position: longest wait for the replica... */
+#define REPLICA_WAIT_MS    1000 /* ...or this long, when the primary can answer instead */
 #define STATUS_CLIENT_GONE 499  /* logged for requests whose client left (nginx's convention) */
 
 static const struct route routes[] = {
-    {ROUTE_POST, "/v1/users", writes_user_create, ROUTE_BODY, "user.register"},
-    {ROUTE_POST, "/v1/sessions", reads_session_create, ROUTE_BODY, "session.create"},
-    {ROUTE_POST, "/v1/foods", writes_food_create, ROUTE_AUTH | ROUTE_BODY, "food.create"},
-    {ROUTE_GET, "/v1/foods/{id}", reads_food_get, ROUTE_AUTH | ROUTE_READ, NULL},
+    {ROUTE_POST, "/v1/users", writes_user_create, ROUTE_BODY, "user.register", NULL},
+    {ROUTE_POST, "/v1/sessions", reads_session_create, ROUTE_BODY | ROUTE_READ, "session.create",
+     NULL},
+    {ROUTE_DELETE, "/v1/sessions/current", writes_session_revoke, ROUTE_AUTH, NULL, NULL},
+    {ROUTE_GET, "/v1/me", reads_me_get, ROUTE_AUTH | ROUTE_READ, NULL, NULL},
+    {ROUTE_PATCH, "/v1/me", writes_me_update, ROUTE_AUTH | ROUTE_BODY, "user.update", NULL},
+    {ROUTE_DELETE, "/v1/me", writes_me_delete, ROUTE_AUTH, NULL, NULL},
+    {ROUTE_GET, "/v1/me/settings", reads_settings_get, ROUTE_AUTH | ROUTE_READ, NULL, NULL},
+    {ROUTE_PUT, "/v1/me/settings", writes_settings_update, ROUTE_AUTH | ROUTE_BODY,
+     "settings.update", NULL},
+    {ROUTE_GET, "/v1/foods", reads_foods_list, ROUTE_AUTH | ROUTE_READ, NULL, "foods.query"},
+    {ROUTE_POST, "/v1/foods", writes_food_create, ROUTE_AUTH | ROUTE_BODY, "food.create", NULL},
+    {ROUTE_GET, "/v1/foods/{id}", reads_food_get, ROUTE_AUTH | ROUTE_READ, NULL, NULL},
+    {ROUTE_PUT, "/v1/foods/{id}", writes_food_update, ROUTE_AUTH | ROUTE_BODY, "food.create", NULL},
+    {ROUTE_DELETE, "/v1/foods/{id}", writes_food_delete, ROUTE_AUTH, NULL, NULL},
+    {ROUTE_GET, "/v1/diary", reads_days_list, ROUTE_AUTH | ROUTE_READ, NULL, "date.range"},
+    {ROUTE_POST, "/v1/diary/batch", batch_post, ROUTE_AUTH | ROUTE_BODY, "diary.batch", NULL},
+    {ROUTE_GET, "/v1/diary/{date}", reads_day_get, ROUTE_AUTH | ROUTE_READ, NULL, NULL},
     {ROUTE_PUT, "/v1/diary/{date}/{meal}/{food_id}", writes_entry_set, ROUTE_AUTH | ROUTE_BODY,
-     "diary.entry.set"},
-    {ROUTE_GET, "/v1/diary/{date}", reads_day_get, ROUTE_AUTH | ROUTE_READ, NULL},
-    {ROUTE_GET, "/v1/events/{id}", reads_event_get, ROUTE_AUTH | ROUTE_READ, NULL},
-    {ROUTE_GET, "/healthz", ops_healthz, 0, NULL},
-    {ROUTE_GET, "/readyz", ops_readyz, 0, NULL},
-    {ROUTE_GET, "/metrics", ops_metrics, 0, NULL},
+     "diary.entry.set", NULL},
+    {ROUTE_DELETE, "/v1/diary/{date}/{meal}/{food_id}", writes_entry_remove, ROUTE_AUTH, NULL,
+     NULL},
+    {ROUTE_GET, "/v1/weights", reads_weights_list, ROUTE_AUTH | ROUTE_READ, NULL, "date.range"},
+    {ROUTE_PUT, "/v1/weights/{date}", writes_weight_set, ROUTE_AUTH | ROUTE_BODY, "weight.set",
+     NULL},
+    {ROUTE_DELETE, "/v1/weights/{date}", writes_weight_remove, ROUTE_AUTH, NULL, NULL},
+    {ROUTE_GET, "/v1/events/{id}", reads_event_get, ROUTE_AUTH | ROUTE_READ, NULL, NULL},
+    {ROUTE_GET, "/healthz", ops_healthz, 0, NULL, NULL},
+    {ROUTE_GET, "/readyz", ops_readyz, 0, NULL, NULL},
+    {ROUTE_GET, "/metrics", ops_metrics, 0, NULL, NULL},
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
-/* Path parameters are checked by name, for every route that has them, before its handler
- * runs; a bad one is a 422 naming the parameter. */
-static const struct {
-    const char *name;
-    bool (*ok)(const char *s);
-    const char *message;
-} param_rules[] = {
-    {"id", uuid_valid, "must be a UUID"},
-    {"food_id", uuid_valid, "must be a UUID"},
-    {"date", validate_date, "must be a date YYYY-MM-DD"},
-    {"meal", validate_meal_type, "must be one of breakfast, lunch, dinner, snack"},
-};
+/* The schemas the table names, resolved once at start (server_check_schemas); path
+ * parameters are checked by name with the rules of the schema "path". */
+static const struct vschema *body_schemas[NROUTES], *query_schemas[NROUTES], *path_schema;
 
 /* Fixed titles per problem type (RFC 9457: the title does not change between occurrences). */
 static const struct {
@@ -84,6 +95,7 @@ static const struct {
     {"unavailable", "The service is unavailable; try again later."},
     {"timeout", "The request did not complete in time."},
     {"replica-behind", "The read replica has not caught up with your write yet."},
+    {"idempotency-key-reused", "The Idempotency-Key was used before with another request."},
     {"rejected", "The write was rejected."},
     {"internal", "Internal error."},
 };
@@ -155,6 +167,8 @@ static void req_free(struct req *r)
     if (r->ev && r->ev_detached)
         evhttp_request_free(r->ev);
     json_decref(r->body);
+    json_decref(r->query);
+    batch_free(r->batch);
     json_decref(r->w.data);
     free(r->w.value);
     r->app->nreqs--;
@@ -185,9 +199,10 @@ static void disarm(struct req *r)
         event_del(r->eof_ev);
     if (r->retry_ev)
         event_del(r->retry_ev);
-    if (r->app->wait && replwait_remove(r->app->wait, &r->wnode)) {
+    if (r->waiting_on && replwait_remove(r->waiting_on, &r->wnode)) {
         /* Its callback will not run: drop the reference it held (the caller buries). */
         r->wait_cb = NULL;
+        r->waiting_on = NULL;
         r->refs--;
     }
 }
@@ -416,6 +431,20 @@ void req_unavailable(struct req *r, const char *detail)
     req_problem(r, 503, "unavailable", detail, NULL);
 }
 
+void req_not_found(struct req *r)
+{
+    req_problem(r, 404, "not-found", "no such resource", NULL);
+}
+
+const char *req_problem_slug(const char *type)
+{
+    if (!type || !*type)
+        return "rejected";
+    if (strncmp(type, PROBLEM_BASE, strlen(PROBLEM_BASE)) == 0)
+        return type + strlen(PROBLEM_BASE);
+    return type;
+}
+
 /* ---- async helpers --------------------------------------------------------------------- */
 
 static void query_done(PGresult *res, const char *err, void *arg)
@@ -443,7 +472,8 @@ int req_query(struct req *r, const char *sql, int nparams, const char *const *pa
         left = 50;
     r->query_cb = cb;
     req_hold(r);
-    if (pgpool_query_timeout(r->app->pg, sql, nparams, params, (int)left, query_done, r) != 0) {
+    if (pgpool_query_timeout(r->from_primary ? r->app->primary : r->app->pg, sql, nparams, params,
+                             (int)left, query_done, r) != 0) {
         r->query_cb = NULL;
         req_release(r);
         return -1;
@@ -492,20 +522,28 @@ static void wait_done(struct replwait_node *n, enum replwait_status st)
     req_wait_cb cb = r->wait_cb;
 
     r->wait_cb = NULL;
+    r->waiting_on = NULL;
     if (req_live(r))
         cb(r, st);
     req_release(r);
 }
 
-void req_wait(struct req *r, const struct position *pos, int64_t deadline_ms, req_wait_cb cb)
+static void wait_on(struct req *r, replwait_t *w, const struct position *pos, int64_t deadline_ms,
+                    req_wait_cb cb)
 {
     r->wnode.partition = pos->partition;
     r->wnode.offset = pos->offset;
     r->wnode.deadline_ms = deadline_ms;
     r->wnode.cb = wait_done;
     r->wait_cb = cb;
+    r->waiting_on = w;
     req_hold(r);
-    replwait_add(r->app->wait, &r->wnode);
+    replwait_add(w, &r->wnode);
+}
+
+void req_wait(struct req *r, const struct position *pos, int64_t deadline_ms, req_wait_cb cb)
+{
+    wait_on(r, r->app->wait, pos, deadline_ms, cb);
 }
 
 json_t *pgval_number(const PGresult *res, int row, int col)
@@ -580,8 +618,21 @@ static bool authenticate(struct req *r)
     if (tok) {
         switch (token_verify(r->app->cfg.token_key, tok, (int64_t)time(NULL), &r->claims)) {
         case TOKEN_OK:
-            uuid_format(&r->claims.user_id, r->user);
-            return true;
+            switch (revoke_check(r->app->revoke, &r->claims)) {
+            case REVOKE_OK:
+                uuid_format(&r->claims.user_id, r->user);
+                return true;
+            case REVOKE_SESSION:
+                detail = "the token was revoked: its session logged out";
+                break;
+            case REVOKE_PASSWORD:
+                detail = "the token was revoked: the password changed since; log in again";
+                break;
+            case REVOKE_USER:
+                detail = "the account no longer exists";
+                break;
+            }
+            break;
         case TOKEN_EXPIRED:
             detail = "the token has expired";
             break;
@@ -597,10 +648,35 @@ static bool authenticate(struct req *r)
     return false;
 }
 
-static void min_position_reached(struct req *r, enum replwait_status st)
+static void primary_reached(struct req *r, enum replwait_status st)
 {
     if (st == REPLWAIT_REACHED) {
+        r->from_primary = true;
+        r->app->primary_reads++;
         r->route->handler(r);
+        return;
+    }
+    req_add_header(r, "Retry-After", "1");
+    req_problem(r, 503, "replica-behind",
+                "the database has not applied Diary-Min-Position yet; retry shortly", NULL);
+}
+
+/* The replica has the position, or did not get it in time: then the primary answers, once it
+ * has applied the position itself (the worker may be behind too), within what is left of the
+ * wait. Without a primary, 503. */
+static void min_position_reached(struct req *r, enum replwait_status st)
+{
+    int64_t until = r->wnode.deadline_ms - REPLICA_WAIT_MS + MIN_POS_WAIT_MS;
+    struct position pos = {r->wnode.partition, r->wnode.offset};
+
+    if (st == REPLWAIT_REACHED) {
+        r->route->handler(r);
+        return;
+    }
+    if (st == REPLWAIT_TIMEOUT && r->app->primary_wait) {
+        if (until > r->deadline_ms - 100)
+            until = r->deadline_ms - 100;
+        wait_on(r, r->app->primary_wait, &pos, until, primary_reached);
         return;
     }
     req_add_header(r, "Retry-After", "1");
@@ -638,14 +714,35 @@ static void dispatch(struct req *r)
         return;
 
     errors = json_array();
-    for (int i = 0; i < r->params.count; i++)
-        for (size_t k = 0; k < sizeof(param_rules) / sizeof(param_rules[0]); k++) {
-            const char *name = param_rules[k].name;
-            if (strlen(name) == r->params.namelens[i] &&
-                memcmp(name, r->params.names[i], r->params.namelens[i]) == 0 &&
-                !param_rules[k].ok(r->params.values[i]))
-                validate_add_error(errors, name, param_rules[k].message);
+    if (r->params.count > 0) {
+        json_t *params = json_object(), *perrs;
+
+        for (int i = 0; i < r->params.count; i++) {
+            char name[32];
+            snprintf(name, sizeof(name), "%.*s", (int)r->params.namelens[i], r->params.names[i]);
+            json_object_set_new(params, name, json_string(r->params.values[i]));
         }
+        perrs = validate_body(path_schema, params);
+        json_decref(params);
+        if (perrs) {
+            json_array_extend(errors, perrs);
+            json_decref(perrs);
+        }
+    }
+    {
+        const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(r->ev);
+        const char *q = uri ? evhttp_uri_get_query(uri) : NULL;
+        json_t *qerrs = NULL;
+
+        if (query_schemas[r->route_idx])
+            qerrs = validate_query(query_schemas[r->route_idx], q, &r->query);
+        else if (q && *q)
+            validate_add_error(errors, "query", "this resource takes no query parameters");
+        if (qerrs) {
+            json_array_extend(errors, qerrs);
+            json_decref(qerrs);
+        }
+    }
 
     if (rt->flags & ROUTE_BODY) {
         struct evbuffer *in = evhttp_request_get_input_buffer(r->ev);
@@ -669,7 +766,7 @@ static void dispatch(struct req *r)
             req_problem(r, 400, "malformed-json", detail, NULL);
             return;
         }
-        verrs = validate_body(validate_schema(rt->schema), r->body);
+        verrs = validate_body(body_schemas[r->route_idx], r->body);
         if (verrs) {
             json_array_extend(errors, verrs);
             json_decref(verrs);
@@ -686,7 +783,8 @@ static void dispatch(struct req *r)
         struct position pos;
 
         if (mp) {
-            int64_t until = replwait_now_ms() + MIN_POS_WAIT_MS;
+            int64_t until =
+                replwait_now_ms() + (r->app->primary_wait ? REPLICA_WAIT_MS : MIN_POS_WAIT_MS);
 
             if (position_parse(mp, &pos) != 0) {
                 req_invalid(r, "Diary-Min-Position", "must be a position PARTITION:OFFSET");
@@ -840,12 +938,42 @@ out:
 
 /* ---- set-up and shutdown --------------------------------------------------------------- */
 
+int server_check_schemas(char *err, size_t errlen)
+{
+    path_schema = validate_schema("path");
+    if (!path_schema) {
+        snprintf(err, errlen, "the API rules have no schema \"path\"");
+        return -1;
+    }
+    for (size_t i = 0; i < NROUTES; i++) {
+        body_schemas[i] = routes[i].schema ? validate_schema(routes[i].schema) : NULL;
+        query_schemas[i] = routes[i].query ? validate_schema(routes[i].query) : NULL;
+        if ((routes[i].schema && !body_schemas[i]) || (routes[i].query && !query_schemas[i])) {
+            snprintf(err, errlen, "route %s %s names schema %s, which the API rules lack",
+                     route_method_name(routes[i].method), routes[i].pattern,
+                     routes[i].schema && !body_schemas[i] ? routes[i].schema : routes[i].query);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void server_list_routes(FILE *out)
+{
+    for (size_t i = 0; i < NROUTES; i++)
+        fprintf(out, "%s\t%s\t%s\t%s\t%s\n", route_method_name(routes[i].method), routes[i].pattern,
+                routes[i].flags & ROUTE_AUTH ? "auth" : "-",
+                routes[i].schema ? routes[i].schema : "-", routes[i].query ? routes[i].query : "-");
+}
+
 int server_setup(struct ingest *app, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     long hard_body = app->cfg.max_body * 4;
 
+    if (server_check_schemas(err, errlen) != 0)
+        return -1;
     for (size_t i = 0; i < NROUTES; i++) {
         snprintf(route_label_buf[i], sizeof(route_label_buf[i]), "%s %s",
                  route_method_name(routes[i].method), routes[i].pattern);

@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(build-essential pkg-config librdkafka-dev libpq-dev libevent-dev libjansson-dev
       libsodium-dev libcyaml-dev libcmocka-dev libcrypt-dev postgresql-15 postgresql-client-15
-      kcat curl python3 python3-confluent-kafka jq clang-format)
+      kcat curl python3 python3-confluent-kafka python3-yaml jq clang-format)
 
 missing=()
 # Node (for the kafkajs client test) usually comes with the machine; else Debian's.

@@ -72,10 +72,10 @@ static void goals_from_settings(void **state)
 static void page_groups_scales_and_totals(void **state)
 {
     const struct diaryday_item items[] = {
-        {"breakfast", "f1", "Oats", 150, 389, 16.9, 66.3, 6.9, 2},
-        {"lunch", "f1", "Oats", 33.3, 389, 16.9, 66.3, 6.9, 1},
-        {"brunch", "f2", "Ignored", 100, 100, 1, 1, 1, 1},
-        {"breakfast", "f3", "Milk", 200, 64, 3.4, 4.8, 3.6, 1},
+        {"breakfast", "f1", "Oats", 150, 389, 16.9, 66.3, 6.9, 2, "e1"},
+        {"lunch", "f1", "Oats", 33.3, 389, 16.9, 66.3, 6.9, 1, "e2"},
+        {"brunch", "f2", "Ignored", 100, 100, 1, 1, 1, 1, "e3"},
+        {"breakfast", "f3", "Milk", 200, 64, 3.4, 4.8, 3.6, 1, NULL},
     };
     json_t *page = diaryday_build("2026-11-24", items, 4, NULL);
     json_t *meals = json_object_get(page, "meals");
@@ -114,6 +114,68 @@ static void empty_day(void **state)
     assert_true(num_at(page, "totals.fat") == 0.0);
     assert_int_equal(json_object_size(json_object_get(page, "meals")), 4);
     json_decref(page);
+}
+
+static void meal_totals_and_progress(void **state)
+{
+    const struct diaryday_item items[] = {
+        {"breakfast", "f1", "Oats", 150, 389, 16.9, 66.3, 6.9, 2, "e1"},
+        {"breakfast", "f3", "Milk", 200, 64, 3.4, 4.8, 3.6, 1, "e2"},
+        {"dinner", "f1", "Oats", 100, 389, 16.9, 66.3, 6.9, 1, "e3"},
+    };
+    struct diaryday_settings s = {true, 2000, 100, 0}; /* all protein: carbs and fat goals 0 */
+    json_t *page = diaryday_build("2026-11-24", items, 3, NULL), *p;
+
+    (void)state;
+    assert_true(num_at(page, "meal_totals.breakfast.calories") == 711.5); /* 583.5 + 128 */
+    assert_true(num_at(page, "meal_totals.dinner.calories") == 389.0);
+    assert_true(num_at(page, "meal_totals.lunch.calories") == 0.0);
+    assert_true(num_at(page, "totals.calories") == 1100.5);
+    /* 1100.5 of 2000 kcal; 25.4 + 6.8 + 16.9 = 49.1 of 125 g protein. */
+    assert_true(num_at(page, "progress.calories") == 55.0);
+    assert_true(num_at(page, "progress.protein") == 39.3);
+    assert_string_equal(
+        json_string_value(json_object_get(
+            json_array_get(json_object_get(json_object_get(page, "meals"), "breakfast"), 0), "id")),
+        "e1");
+    json_decref(page);
+
+    page = diaryday_build("2026-11-24", items, 3, &s);
+    p = json_object_get(page, "progress");
+    assert_true(json_is_null(json_object_get(p, "fat")));
+    assert_true(json_is_null(json_object_get(p, "carbs")));
+    assert_true(json_is_number(json_object_get(p, "protein")));
+    json_decref(page);
+}
+
+static void summaries_cover_every_day(void **state)
+{
+    long from = 20000; /* 2024-10-04 */
+    const struct diaryday_row rows[] = {
+        {20001, 150, 389, 16.9, 66.3, 6.9},
+        {20001, 200, 64, 3.4, 4.8, 3.6},
+        {20003, 100, 100, 10, 10, 1},
+        {19999, 100, 100, 10, 10, 1}, /* before the range: ignored */
+    };
+    json_t *page = diaryday_summaries(from, from + 3, rows, 4, NULL), *days;
+
+    (void)state;
+    assert_non_null(page);
+    assert_string_equal(json_string_value(json_object_get(page, "from")), "2024-10-04");
+    assert_string_equal(json_string_value(json_object_get(page, "to")), "2024-10-07");
+    days = json_object_get(page, "days");
+    assert_int_equal(json_array_size(days), 4);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(days, 1), "date")),
+                        "2024-10-05");
+    assert_true(num_at(page, "days.0.calories") == 0.0);
+    assert_true(num_at(page, "days.0.entries") == 0);
+    /* The day page's numbers: the sum of the rounded entries. */
+    assert_true(num_at(page, "days.1.calories") == 711.5);
+    assert_true(num_at(page, "days.1.entries") == 2);
+    assert_true(num_at(page, "days.3.protein") == 10.0);
+    assert_true(num_at(page, "goals.calories") == 2000.0);
+    json_decref(page);
+    assert_null(diaryday_summaries(5, 4, NULL, 0, NULL));
 }
 
 static void metrics_text(void **state)
@@ -171,6 +233,8 @@ int main(void)
         cmocka_unit_test(goals_from_settings),
         cmocka_unit_test(page_groups_scales_and_totals),
         cmocka_unit_test(empty_day),
+        cmocka_unit_test(meal_totals_and_progress),
+        cmocka_unit_test(summaries_cover_every_day),
         cmocka_unit_test(metrics_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
