@@ -9,102 +9,27 @@
 # Env: BIN_DIR (default build/san/bin), PGBIN (default /usr/lib/postgresql/15/bin),
 # KEEP_TMP=1 keeps the scratch folder.
 set -u
-
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BIN_DIR=${BIN_DIR:-$ROOT/build/san/bin}
-case $BIN_DIR in /*) ;; *) BIN_DIR=$ROOT/$BIN_DIR ;; esac
-PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
-TMP=$(mktemp -d /tmp/diary-worker-test.XXXXXX)
-chmod 755 "$TMP"
-START=$SECONDS
-PASS=0
-FAIL=0
-PIDS=()
+top=$(cd "$(dirname "$0")/../.." && pwd)
+. "$top/tests/e2e/worklib.sh"
 WORKER_PID=
-
-ok() { PASS=$((PASS + 1)); echo "ok - $*"; }
-not_ok() { FAIL=$((FAIL + 1)); echo "not ok - $*"; }
-check() { # check "description" command...
-    local what=$1
-    shift
-    if "$@"; then ok "$what"; else not_ok "$what"; fi
-}
-bail() {
-    not_ok "$*"
-    finish
-}
-
-# PostgreSQL refuses to run as root: run its tools as the postgres user when we are root.
-if [ "$(id -u)" = 0 ]; then AS_PG=(runuser -u postgres --); else AS_PG=(); fi
-
-cleanup() {
-    [ -n "$WORKER_PID" ] && kill -9 "$WORKER_PID" 2>/dev/null
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    if [ -d "$TMP/pg/data" ]; then
-        "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$TMP/pg/data" -m immediate stop >/dev/null 2>&1
-    fi
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-    if [ "${KEEP_TMP:-0}" = 1 ] || [ "$FAIL" -gt 0 ]; then
-        echo "# scratch folder kept: $TMP"
-    else
-        rm -rf "$TMP"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-finish() {
-    echo "# worker: $PASS passed, $FAIL failed ($((SECONDS - START)) s)"
-    [ "$FAIL" -eq 0 ] && exit 0
-    exit 1
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# wait_for SECONDS command...: true as soon as the command succeeds.
-wait_for() {
-    local limit=$1
-    shift
-    local until=$((SECONDS + limit))
-    while [ $SECONDS -lt $until ]; do
-        "$@" && return 0
-        sleep 0.2
-    done
-    "$@"
-}
-
-for tool in kcat psql python3 curl; do
-    command -v $tool >/dev/null || bail "missing tool: $tool"
-done
-[ -x "$BIN_DIR/diary-worker" ] || bail "no $BIN_DIR/diary-worker (make SAN=address,undefined)"
+kill_workers() { [ -n "$WORKER_PID" ] && kill -9 "$WORKER_PID" 2>/dev/null && wait "$WORKER_PID" 2>/dev/null; }
+worklib_init worker diary-worker-test
+worklib_require kcat psql python3 curl
+worklib_require_bin diary-worker
 
 # ---- PostgreSQL ----
-PGPORT=$(free_port)
-mkdir -p "$TMP/pg"
-[ "$(id -u)" = 0 ] && chown postgres "$TMP/pg"
-"${AS_PG[@]}" "$PGBIN/initdb" -D "$TMP/pg/data" -A trust -U postgres --no-sync >"$TMP/initdb.log" 2>&1 ||
-    bail "initdb failed (see $TMP/initdb.log)"
-"${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$TMP/pg/data" -l "$TMP/pg/log" -w -t 20 \
-    -o "-p $PGPORT -k $TMP/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null ||
-    bail "PostgreSQL did not start (see $TMP/pg/log)"
-export PGHOST=127.0.0.1 PGPORT PGUSER=postgres PGDATABASE=postgres
-for f in "$ROOT"/schema/migrations/*.sql; do
-    psql -q -v ON_ERROR_STOP=1 -f "$f" >"$TMP/migrate.log" 2>&1 || bail "migration $(basename "$f") failed"
-done
-ok "PostgreSQL on port $PGPORT with $(ls "$ROOT"/schema/migrations/*.sql | wc -l) migrations"
+worklib_pg_start
+worklib_pg_db postgres
+ok "PostgreSQL on port $PGPORT with $NMIGRATIONS migrations"
 q() { psql -qAtX -c "$1" 2>/dev/null; }
 
 # ---- broker ----
-mkdir -p "$TMP/broker"
 if [ -x "$BIN_DIR/diary-devbroker" ]; then
-    "$BIN_DIR/diary-devbroker" --topics "$ROOT/topics" --state "$TMP/broker" \
-        --bootstrap-file "$TMP/broker/bootstrap" >"$TMP/broker.log" 2>&1 &
-    PIDS+=($!)
+    worklib_broker_start
     BROKER=diary-devbroker
 else
     # No devbroker built: a librdkafka mock cluster with the same topics.
+    mkdir -p "$TMP/broker"
     cat >"$TMP/mock.c" <<'EOF'
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
@@ -132,18 +57,16 @@ EOF
     cc -o "$TMP/mock" "$TMP/mock.c" $(pkg-config --cflags --libs rdkafka) || bail "cannot build the mock broker"
     "$TMP/mock" "$TMP/broker/bootstrap.tmp" >"$TMP/broker.log" 2>&1 &
     PIDS+=($!)
-    wait_for 10 test -s "$TMP/broker/bootstrap.tmp" && mv "$TMP/broker/bootstrap.tmp" "$TMP/broker/bootstrap"
+    wait_for 10 "the mock cluster" test -s "$TMP/broker/bootstrap.tmp" && mv "$TMP/broker/bootstrap.tmp" "$TMP/broker/bootstrap"
     BROKER="librdkafka mock cluster (no diary-devbroker)"
+    worklib_broker_wait
 fi
-wait_for 15 test -s "$TMP/broker/bootstrap" || bail "broker did not start (see $TMP/broker.log)"
-KAFKA=$(head -1 "$TMP/broker/bootstrap")
 ok "broker up: $BROKER at $KAFKA"
 
 # ---- the worker ----
 export KAFKA_BOOTSTRAP=$KAFKA PG_PRIMARY_URL="postgresql://postgres@127.0.0.1:$PGPORT/postgres"
 # Small batches, so that the SIGKILL below lands between two of them.
 export DIARY_WORKER_PORT=0 DIARY_SESSION_TIMEOUT_MS=6000 DIARY_LOG_LEVEL=info DIARY_BATCH_MAX=20
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 RUNS=0
 start_worker() {
     RUNS=$((RUNS + 1))
@@ -151,7 +74,7 @@ start_worker() {
     DIARY_WORKER_PORT_FILE=$TMP/worker.port DIARY_WORKER_ID=test-worker-$RUNS \
         "$BIN_DIR/diary-worker" >"$TMP/worker.$RUNS.log" 2>&1 &
     WORKER_PID=$!
-    wait_for 10 test -s "$TMP/worker.port" || bail "worker did not open its HTTP port (see $TMP/worker.$RUNS.log)"
+    wait_for 10 "the worker's port file" test -s "$TMP/worker.port" || bail "worker did not open its HTTP port (see $TMP/worker.$RUNS.log)"
     WPORT=$(cat "$TMP/worker.port")
 }
 ready() { curl -sf "http://127.0.0.1:$WPORT/readyz" >/dev/null; }
@@ -194,11 +117,11 @@ send $U1 8 "$(entry 8 $U1 6e2f8b31-4c5d-8e6f-a071-0000000000e8 2026-11-25 $F1 90
 [ "$PRODUCED" = 9 ] || bail "kcat produced $PRODUCED of 9 messages (see $TMP/kcat.log)"
 
 start_worker
-check "worker becomes ready (/readyz 200)" wait_for 20 ready
+check "worker becomes ready (/readyz 200)" wait_for 20 "readiness" ready
 applied_to() { [ "$(q 'SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets')" = "$1" ]; }
 outbox_empty() { [ "$(q 'SELECT count(*) FROM outbox')" = 0 ]; }
-check "consumer_offsets reach the $PRODUCED messages" wait_for 20 applied_to $PRODUCED
-check "the outbox drains" wait_for 10 outbox_empty
+check "consumer_offsets reach the $PRODUCED messages" wait_for 20 "all messages applied" applied_to $PRODUCED
+check "the outbox drains" wait_for 10 "an empty outbox" outbox_empty
 
 ev() { printf '%s-%012d' "$EVT" "$1"; }
 status_of() { q "SELECT status || coalesce(':' || (problem->>'type'), '') FROM processed_events WHERE event_id = '$(ev "$1")'"; }
@@ -246,14 +169,14 @@ U3=0b6f3c9e-1d2a-7c4e-8a10-000000000003
 send $U3 20 "$(register 20 $U3 carl@example.org)"
 REDRIVEN=$(register 21 $U3 carl.new@example.org) # the same user id: refused, dead-lettered
 send $U3 21 "$REDRIVEN"
-check "refused registration dead-lettered" wait_for 15 bash -c "[ \"\$(psql -qAtX -c \"SELECT problem->>'type' FROM processed_events WHERE event_id = '$(ev 21)'\")\" = invalid_event ]"
+check "refused registration dead-lettered" wait_for 15 "the dead letter" bash -c "[ \"\$(psql -qAtX -c \"SELECT problem->>'type' FROM processed_events WHERE event_id = '$(ev 21)'\")\" = invalid_event ]"
 q "DELETE FROM users WHERE id = '$U3'" >/dev/null # the operator's fix
 redrive() { printf '%s\n' "$REDRIVEN" | kcat -P -b "$KAFKA" -t diary.events -k $U3 -H request-id=rid-21 -H diary-redrive=0:0 2>>"$TMP/kcat.log" && PRODUCED=$((PRODUCED + 1)); }
 redrive
-check "the redriven event applies" wait_for 15 bash -c "[ \"\$(psql -qAtX -c \"SELECT status FROM processed_events WHERE event_id = '$(ev 21)'\")\" = applied ]"
+check "the redriven event applies" wait_for 15 "the redriven event" bash -c "[ \"\$(psql -qAtX -c \"SELECT status FROM processed_events WHERE event_id = '$(ev 21)'\")\" = applied ]"
 check "... with its own data" [ "$(q "SELECT email FROM users WHERE id = '$U3'")" = carl.new@example.org ]
 redrive
-check "redriving it again is harmless" wait_for 15 applied_to $PRODUCED
+check "redriving it again is harmless" wait_for 15 "all messages applied" applied_to $PRODUCED
 check "... one record, the user unchanged" [ "$(q "SELECT count(*) FROM processed_events WHERE event_id = '$(ev 21)'")|$(q "SELECT email || version FROM users WHERE id = '$U3'")" = "1|carl.new@example.org1" ]
 DLQ_COUNT=3
 
@@ -271,7 +194,7 @@ N=300
     done
 } >"$TMP/run.jsonl"
 kcat -P -b "$KAFKA" -t diary.events -k $U2 -H request-id=run -l "$TMP/run.jsonl" 2>>"$TMP/kcat.log" ||
-    not_ok "kcat produced the run"
+    notok "kcat produced the run"
 PRODUCED=$((PRODUCED + N + 2))
 run_applied() { q "SELECT count(*) FROM processed_events WHERE user_id = '$U2'"; }
 for i in $(seq 500); do [ "$(run_applied)" -gt 0 ] && break; sleep 0.02; done
@@ -286,8 +209,8 @@ else
     ok "worker killed with SIGKILL"
 fi
 start_worker
-check "restarted worker reaches all $PRODUCED messages" wait_for 30 applied_to $PRODUCED
-check "the outbox drains again" wait_for 10 outbox_empty
+check "restarted worker reaches all $PRODUCED messages" wait_for 30 "all messages applied" applied_to $PRODUCED
+check "the outbox drains again" wait_for 10 "an empty outbox" outbox_empty
 check "every event of the run applied exactly once" \
     [ "$(q "SELECT count(*) || ' ' || count(DISTINCT event_id) || ' ' || bool_and(status = 'applied') FROM processed_events WHERE user_id = '$U2'")" = "$((N + 2)) $((N + 2)) true" ]
 check "the run's rows: $N entries, all version 1, amounts 1..$N" \
@@ -309,12 +232,12 @@ wait "$WORKER_PID" 2>/dev/null
 RC=$?
 WORKER_PID=
 check "worker exit status 0 after SIGTERM (was $RC)" [ "$RC" = 0 ]
-check "no sanitizer report in the worker logs" bash -c "! grep -l 'Sanitizer\\|runtime error' $TMP/worker.*.log"
+worklib_check_sanitizers "no sanitizer report in the worker logs"
 P=$(q "SELECT \"partition\" FROM consumer_offsets WHERE next_offset > 0 LIMIT 1")
 q "UPDATE consumer_offsets SET next_offset = next_offset + 1000 WHERE \"partition\" = $P" >/dev/null
 start_worker
 exited() { ! kill -0 "$WORKER_PID" 2>/dev/null; }
-check "a database ahead of the log stops the worker" wait_for 20 exited
+check "a database ahead of the log stops the worker" wait_for 20 "the worker's exit" exited
 wait "$WORKER_PID" 2>/dev/null
 RC=$?
 WORKER_PID=
@@ -322,4 +245,4 @@ check "... with a non-zero exit ($RC) and a clear error" \
     bash -c "[ $RC != 0 ] && grep -q 'the log is behind the database' $TMP/worker.$RUNS.log"
 q "UPDATE consumer_offsets SET next_offset = next_offset - 1000 WHERE \"partition\" = $P" >/dev/null
 
-finish
+finish worker

@@ -9,99 +9,21 @@
 # Env: BIN_DIR (default build/san/bin), PGBIN (default /usr/lib/postgresql/15/bin),
 # KEEP_TMP=1 keeps the scratch folder.
 set -u
-
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BIN_DIR=${BIN_DIR:-$ROOT/build/san/bin}
-case $BIN_DIR in /*) ;; *) BIN_DIR=$ROOT/$BIN_DIR ;; esac
-PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
-TMP=$(mktemp -d /tmp/diary-worker-paths.XXXXXX)
-chmod 755 "$TMP"
-START=$SECONDS
-PASS=0
-FAIL=0
-PIDS=()
+top=$(cd "$(dirname "$0")/../.." && pwd)
+. "$top/tests/e2e/worklib.sh"
 WORKER_PID=
-
-ok() { PASS=$((PASS + 1)); echo "ok - $*"; }
-not_ok() { FAIL=$((FAIL + 1)); echo "not ok - $*"; }
-check() {
-    local what=$1
-    shift
-    if "$@"; then ok "$what"; else not_ok "$what"; fi
-}
-finish() {
-    echo "# worker-paths: $PASS passed, $FAIL failed ($((SECONDS - START)) s)"
-    [ "$FAIL" -eq 0 ] && exit 0
-    exit 1
-}
-bail() {
-    not_ok "$*"
-    finish
-}
-
-if [ "$(id -u)" = 0 ]; then AS_PG=(runuser -u postgres --); else AS_PG=(); fi
-
-cleanup() {
-    [ -n "$WORKER_PID" ] && kill -9 "$WORKER_PID" 2>/dev/null
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    if [ -d "$TMP/pg/data" ]; then
-        "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$TMP/pg/data" -m immediate stop >/dev/null 2>&1
-    fi
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-    if [ "${KEEP_TMP:-0}" = 1 ] || [ "$FAIL" -gt 0 ]; then
-        echo "# scratch folder kept: $TMP"
-    else
-        rm -rf "$TMP"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_for() {
-    local limit=$1
-    shift
-    local until=$((SECONDS + limit))
-    while [ $SECONDS -lt $until ]; do
-        "$@" && return 0
-        sleep 0.2
-    done
-    "$@"
-}
-
-for tool in kcat psql python3; do
-    command -v $tool >/dev/null || bail "missing tool: $tool"
-done
-[ -x "$BIN_DIR/diary-worker" ] || bail "no $BIN_DIR/diary-worker"
-[ -x "$BIN_DIR/diary-devbroker" ] || bail "no $BIN_DIR/diary-devbroker"
+kill_workers() { [ -n "$WORKER_PID" ] && kill -9 "$WORKER_PID" 2>/dev/null && wait "$WORKER_PID" 2>/dev/null; }
+worklib_init worker-paths diary-worker-paths
+worklib_require kcat psql python3
+worklib_require_bin diary-worker diary-devbroker
 
 # ---- PostgreSQL with two databases ----
-PGPORT=$(free_port)
-mkdir -p "$TMP/pg"
-[ "$(id -u)" = 0 ] && chown postgres "$TMP/pg"
-"${AS_PG[@]}" "$PGBIN/initdb" -D "$TMP/pg/data" -A trust -U postgres --no-sync >"$TMP/initdb.log" 2>&1 ||
-    bail "initdb failed"
-"${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$TMP/pg/data" -l "$TMP/pg/log" -w -t 20 \
-    -o "-p $PGPORT -k $TMP/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null ||
-    bail "PostgreSQL did not start"
-export PGHOST=127.0.0.1 PGPORT PGUSER=postgres
-for db in byset byevent; do
-    psql -q -d postgres -c "CREATE DATABASE $db" || bail "createdb $db"
-    for f in "$ROOT"/schema/migrations/*.sql; do
-        psql -q -v ON_ERROR_STOP=1 -d $db -f "$f" >>"$TMP/migrate.log" 2>&1 || bail "migration $f on $db"
-    done
-done
+worklib_pg_start
+worklib_pg_db byset byevent
 ok "PostgreSQL on port $PGPORT, databases byset and byevent"
 
 # ---- broker ----
-mkdir -p "$TMP/broker"
-"$BIN_DIR/diary-devbroker" --topics "$ROOT/topics" --state "$TMP/broker" \
-    --bootstrap-file "$TMP/broker/bootstrap" >"$TMP/broker.log" 2>&1 &
-PIDS+=($!)
-wait_for 15 test -s "$TMP/broker/bootstrap" || bail "broker did not start"
-KAFKA=$(head -1 "$TMP/broker/bootstrap")
+worklib_broker_start
 ok "diary-devbroker at $KAFKA"
 
 # ---- the log ----
@@ -300,7 +222,7 @@ run_worker() { # MODE DB
         [ "$(psql -qAtX -d $db -c 'SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets')" = "$LINES" ] &&
             [ "$(psql -qAtX -d $db -c 'SELECT count(*) FROM outbox')" = 0 ]
     }
-    check "$mode path applies all $LINES messages into $db" wait_for 45 done_db
+    check "$mode path applies all $LINES messages into $db" wait_for 45 "$db done" done_db
     kill -TERM $WORKER_PID
     wait $WORKER_PID
     check "$mode worker exits 0" [ $? = 0 ]
@@ -365,5 +287,5 @@ read -r NCHANGES NBAD <"$TMP/changes.check"
 check "diary.changes: $NCHANGES change ids, each twice and identical, per user in log order in both runs" \
     bash -c "[ '$NBAD' = 0 ] && [ '$NCHANGES' -gt 100 ]"
 [ "$NBAD" != 0 ] && head -6 "$TMP/changes.check"
-check "no sanitizer report" bash -c "! grep -l 'Sanitizer\\|runtime error' $TMP/worker.*.log"
-finish
+worklib_check_sanitizers "no sanitizer report"
+finish worker-paths

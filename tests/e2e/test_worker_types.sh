@@ -13,106 +13,30 @@
 # Env: BIN_DIR (default build/san/bin), PGBIN (default /usr/lib/postgresql/15/bin),
 # KEEP_TMP=1 keeps the scratch folder.
 set -u
-
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BIN_DIR=${BIN_DIR:-$ROOT/build/san/bin}
-case $BIN_DIR in /*) ;; *) BIN_DIR=$ROOT/$BIN_DIR ;; esac
-PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
-TMP=$(mktemp -d /tmp/diary-worker-types.XXXXXX)
-chmod 755 "$TMP"
-START=$SECONDS
-PASS=0
-FAIL=0
-PIDS=()
+top=$(cd "$(dirname "$0")/../.." && pwd)
+. "$top/tests/e2e/worklib.sh"
 WORKERS=()
-
-ok() { PASS=$((PASS + 1)); echo "ok - $*"; }
-not_ok() { FAIL=$((FAIL + 1)); echo "not ok - $*"; }
-check() { # check "description" command...
-    local what=$1
-    shift
-    if "$@"; then ok "$what"; else not_ok "$what"; fi
-}
-finish() {
-    echo "# worker-types: $PASS passed, $FAIL failed ($((SECONDS - START)) s)"
-    [ "$FAIL" -eq 0 ] && exit 0
-    exit 1
-}
-bail() {
-    not_ok "$*"
-    finish
-}
-
-if [ "$(id -u)" = 0 ]; then AS_PG=(runuser -u postgres --); else AS_PG=(); fi
-
-cleanup() {
+kill_workers() {
+    local p
     for p in "${WORKERS[@]}"; do kill -9 "$p" 2>/dev/null; done
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    if [ -d "$TMP/pg/data" ]; then
-        "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$TMP/pg/data" -m immediate stop >/dev/null 2>&1
-    fi
-    for p in "${PIDS[@]}" "${WORKERS[@]}"; do wait "$p" 2>/dev/null; done
-    if [ "${KEEP_TMP:-0}" = 1 ] || [ "$FAIL" -gt 0 ]; then
-        echo "# scratch folder kept: $TMP"
-    else
-        rm -rf "$TMP"
-    fi
+    for p in "${WORKERS[@]}"; do wait "$p" 2>/dev/null; done
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_for() { # wait_for SECONDS command...
-    local limit=$1
-    shift
-    local until=$((SECONDS + limit))
-    while [ $SECONDS -lt $until ]; do
-        "$@" && return 0
-        sleep 0.2
-    done
-    "$@"
-}
-
-for tool in kcat psql python3; do
-    command -v $tool >/dev/null || bail "missing tool: $tool"
-done
-[ -x "$BIN_DIR/diary-worker" ] || bail "no $BIN_DIR/diary-worker (make SAN=address,undefined)"
-[ -x "$BIN_DIR/diary-devbroker" ] || bail "no $BIN_DIR/diary-devbroker"
+worklib_init worker-types diary-worker-types
+worklib_require kcat psql python3
+worklib_require_bin diary-worker diary-devbroker
 
 # ---- PostgreSQL with two databases ----
-PGPORT=$(free_port)
-mkdir -p "$TMP/pg"
-[ "$(id -u)" = 0 ] && chown postgres "$TMP/pg"
-"${AS_PG[@]}" "$PGBIN/initdb" -D "$TMP/pg/data" -A trust -U postgres --no-sync >"$TMP/initdb.log" 2>&1 ||
-    bail "initdb failed (see $TMP/initdb.log)"
-"${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$TMP/pg/data" -l "$TMP/pg/log" -w -t 20 \
-    -o "-p $PGPORT -k $TMP/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null ||
-    bail "PostgreSQL did not start (see $TMP/pg/log)"
-export PGHOST=127.0.0.1 PGPORT PGUSER=postgres
+worklib_pg_start
 DBS=(byset byevent)
-for db in "${DBS[@]}"; do
-    psql -q -d postgres -c "CREATE DATABASE $db" || bail "createdb $db"
-    for f in "$ROOT"/schema/migrations/*.sql; do
-        psql -q -v ON_ERROR_STOP=1 -d $db -f "$f" >>"$TMP/migrate.log" 2>&1 ||
-            bail "migration $(basename "$f") on $db failed (see $TMP/migrate.log)"
-    done
-done
-ok "PostgreSQL on port $PGPORT, databases ${DBS[*]}, $(ls "$ROOT"/schema/migrations/*.sql | wc -l) migrations"
+worklib_pg_db "${DBS[@]}"
+ok "PostgreSQL on port $PGPORT, databases ${DBS[*]}, $NMIGRATIONS migrations"
 q() { psql -qAtX -d "$1" -c "$2" 2>>"$TMP/psql.err"; } # q DB SQL
 
 # ---- broker ----
-mkdir -p "$TMP/broker"
-"$BIN_DIR/diary-devbroker" --topics "$ROOT/topics" --state "$TMP/broker" \
-    --bootstrap-file "$TMP/broker/bootstrap" >"$TMP/broker.log" 2>&1 &
-PIDS+=($!)
-wait_for 15 test -s "$TMP/broker/bootstrap" || bail "broker did not start (see $TMP/broker.log)"
-KAFKA=$(head -1 "$TMP/broker/bootstrap")
+worklib_broker_start
 ok "diary-devbroker at $KAFKA"
 
 # ---- the workers: one per mode and database, each its own group ----
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 RUN=0
 start_workers() {
     RUN=$((RUN + 1))
@@ -228,15 +152,16 @@ PRODUCED=$((PRODUCED + N1))
 ok "phase 1: produced $N1 events of every new type"
 
 start_workers
-check "both workers apply phase 1 and drain their outboxes" wait_for 60 applied_all
+check "both workers apply phase 1 and drain their outboxes" wait_for 60 "both databases" applied_all
 stop_workers
 check "both workers exit 0 on SIGTERM" [ $? = 0 ]
 
 # status DB N: "status[:type:http]" of event N.
 status() { q "$1" "SELECT status || coalesce(':' || (problem->>'type') || ':' || (problem->>'status'), '') FROM processed_events WHERE event_id = '$(ev "$2")'"; }
-# expect_status N WANT [N WANT ...]: checked in both databases.
+# expect_statuses DESCRIPTION: EXPECT (N WANT [N WANT ...]) holds in both databases; a failure
+# lists the events that differ.
 expect_statuses() {
-    local db bad=
+    local what=$1 db got bad=
     for db in "${DBS[@]}"; do
         set -- "${EXPECT[@]}"
         while [ $# -gt 0 ]; do
@@ -245,7 +170,7 @@ expect_statuses() {
             shift 2
         done
     done
-    [ -z "$bad" ] || { echo "#$bad"; return 1; }
+    if [ -z "$bad" ]; then ok "$what"; else notok "$what:$bad"; fi
 }
 # in_both DESCRIPTION SQL WANT: the query gives WANT in both databases.
 in_both() {
@@ -254,7 +179,7 @@ in_both() {
         got=$(q $db "$sql")
         [ "$got" = "$want" ] || bad="$bad $db: '$got';"
     done
-    if [ -z "$bad" ]; then ok "$what"; else not_ok "$what: want '$want', got$bad"; fi
+    if [ -z "$bad" ]; then ok "$what"; else notok "$what: want '$want', got$bad"; fi
 }
 
 EXPECT=(1 applied 2 applied 3 applied 4 rejected:email_taken:409 5 rejected:version_mismatch:412
@@ -266,7 +191,7 @@ EXPECT=(1 applied 2 applied 3 applied 4 rejected:email_taken:409 5 rejected:vers
     28 rejected:invalid_settings:422 29 applied 30 rejected:version_mismatch:412
     31 rejected:invalid_settings:422 32 applied 33 applied 34 applied
     35 rejected:unknown_food:422 36 applied 37 applied 38 applied 39 rejected:unknown_food:404)
-check "phase 1: every event's status and problem (type, HTTP status) in both databases" expect_statuses
+expect_statuses "phase 1: every event's status and problem (type, HTTP status) in both databases"
 in_both "one processed_events row per event id (the copy of 13 absorbed)" \
     "SELECT count(*) || ' ' || count(DISTINCT event_id) FROM processed_events" "39 39"
 in_both "problem titles and details" \
@@ -330,7 +255,7 @@ N2=$(wc -l <"$TMP/phase2.tsv")
 kcat -P -b "$KAFKA" -t diary.events -K '\t' -l "$TMP/phase2.tsv" 2>>"$TMP/kcat.log" || bail "kcat produce phase 2"
 PRODUCED=$((PRODUCED + N2))
 start_workers
-check "phase 2: both workers (restarted) apply $N2 more events" wait_for 60 applied_all
+check "phase 2: both workers (restarted) apply $N2 more events" wait_for 60 "both databases" applied_all
 stop_workers
 check "both workers exit 0 on SIGTERM again" [ $? = 0 ]
 
@@ -338,7 +263,7 @@ EXPECT=(40 rejected:version_mismatch:412 41 applied 42 rejected:unknown_user:404
     43 rejected:unknown_user:404 44 rejected:unknown_user:404 45 applied
     46 rejected:unknown_user:404 47 rejected:unknown_user:404 48 rejected:unknown_entry:404
     49 rejected:version_mismatch:412 50 applied 51 rejected:invalid_event:422 52 applied)
-check "phase 2: every event's status and problem in both databases" expect_statuses
+expect_statuses "phase 2: every event's status and problem in both databases"
 in_both "user deleted: every row of hers went with her (cascade)" \
     "SELECT (SELECT count(*) FROM users WHERE id = '$A') + (SELECT count(*) FROM foods WHERE user_id = '$A') + (SELECT count(*) FROM daily_meals WHERE user_id = '$A') + (SELECT count(*) FROM weight_entries WHERE user_id = '$A') + (SELECT count(*) FROM user_settings WHERE user_id = '$A') + (SELECT count(*) FROM revoked_sessions WHERE user_id = '$A')" 0
 in_both "... her event records stay (43 of hers)" \
@@ -469,5 +394,5 @@ read -r NSET NEVENT NBAD <"$TMP/changes.check"
 check "diary.changes: each run ($NSET and $NEVENT changes) has the expected ids, ops, keys, before/after, versions, per-user order, no password_hash" \
     [ "$NBAD" = 0 ]
 [ "$NBAD" != 0 ] && tail -n +2 "$TMP/changes.check"
-check "no sanitizer report" bash -c "! grep -l 'Sanitizer\\|runtime error' $TMP/worker.*.log"
-finish
+worklib_check_sanitizers "no sanitizer report"
+finish worker-types
