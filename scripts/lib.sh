@@ -18,4 +18,10 @@ wait_for() {
   done
 }
 
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A killed process that init has not reaped yet (a zombie, state Z) is not alive: `stack.sh up`
+# right after a kill -9 must start it again.
+pid_alive() {
+  local pid
+  [ -f "$1" ] && pid=$(cat "$1") && kill -0 "$pid" 2>/dev/null || return 1
+  case $(ps -o stat= -p "$pid" 2>/dev/null) in "" | Z*) return 1 ;; esac
+}

@@ -25,6 +25,11 @@
 #define KAFKA_CHECK_PERIOD 2000
 #define DB_CHECK_PERIOD    5000
 #define COMMIT_PERIOD      1000
+/* A dead letter must stay below what a broker takes (message.max.bytes, 1,000,000 bytes by
+ * default): the original travels as a JSON string, and escaping can make it up to six times
+ * longer. Past DEAD_LETTER_MAX the dead letter keeps only the first DEAD_LETTER_KEEP bytes. */
+#define DEAD_LETTER_MAX  (900 * 1024)
+#define DEAD_LETTER_KEEP (128 * 1024)
 
 /* One assigned partition. Allocated once per partition id and kept until the worker is
  * destroyed (revocation only clears it), so a pointer held across a consumer poll (which may
@@ -562,11 +567,27 @@ static int dead_letter_cb(void *opaque, const struct apply_dead_letter *dl)
                                           w->cfg.worker_id, dl->attempts,    w->cfg.events_topic,
                                           dl->partition,    dl->msg->offset, NULL};
     rd_kafka_headers_t *src = NULL, *hdrs = NULL;
-    char err[256];
+    char err[256], why[512];
     size_t len;
     char *json = apply_dead_letter_json(&info, &len);
     int rc;
 
+    if (json && len > DEAD_LETTER_MAX) {
+        /* Whole, it would never be delivered, and the partition would wait for it forever.
+         * The cut falls on a UTF-8 character boundary, so a text stays text; the whole
+         * original stays in the log at the topic, partition and offset the letter names. */
+        size_t keep = dl->msg->len < DEAD_LETTER_KEEP ? dl->msg->len : DEAD_LETTER_KEEP;
+        const unsigned char *v = dl->msg->value;
+
+        while (keep > 0 && keep < dl->msg->len && (v[keep] & 0xc0) == 0x80)
+            keep--;
+        snprintf(why, sizeof(why), "%s (the event is cut to its first %zu of %zu bytes)",
+                 dl->error ? dl->error : "", keep, dl->msg->len);
+        info.len = keep;
+        info.error = why;
+        free(json);
+        json = apply_dead_letter_json(&info, &len);
+    }
     if (!json)
         return -1;
     if (m && rd_kafka_message_headers(m, &src) == RD_KAFKA_RESP_ERR_NO_ERROR && src)
@@ -700,6 +721,11 @@ static void process_part(struct worker *w, struct part *p)
                  "; continuing from there",
                  w->cfg.events_topic, p->id, res.error, res.next_offset);
         p->db_next = res.next_offset;
+        /* The offsets may have moved through this worker's own batch, committed while its
+         * answer was lost (the connection broke after the COMMIT): that batch's change events
+         * are in the outbox and no later commit may come to publish them. Publishing what a
+         * new owner publishes too is harmless (at least once, each copy in order). */
+        p->outbox_dirty = true;
         seek_part(w, p, p->db_next);
         break;
     case APPLY_RETRY:
