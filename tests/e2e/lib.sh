@@ -79,3 +79,23 @@ finish() {
   echo "# $1: $PASS passed, $FAIL failed"
   [ "$FAIL" -eq 0 ]
 }
+
+# stack_test_env NAME: a fresh RUN_DIR under /tmp and free loopback ports for a test's own
+# stack (scripts/stack.sh reads them), with the cheap argon2id cost tests use.
+stack_test_env() {
+  RUN_DIR=$(mktemp -d "/tmp/diary-$1.XXXXXX")
+  chmod 755 "$RUN_DIR"
+  DIARY_HTTP_PORT=$(free_port) PG_PRIMARY_PORT=$(free_port) PG_REPLICA_PORT=$(free_port)
+  DIARY_WORKER_PORT=$(free_port)
+  # The same code path at minimal cost.
+  DIARY_PWHASH_OPSLIMIT=1 DIARY_PWHASH_MEMLIMIT=8192
+  export RUN_DIR DIARY_HTTP_PORT PG_PRIMARY_PORT PG_REPLICA_PORT DIARY_WORKER_PORT
+  export DIARY_PWHASH_OPSLIMIT DIARY_PWHASH_MEMLIMIT
+}
+
+# Stops the test's stack, fails on sanitizer reports in its logs, removes RUN_DIR.
+stack_test_cleanup() {
+  "$top/scripts/stack.sh" down >/dev/null 2>&1
+  sanitizer_check "$RUN_DIR/logs"
+  rm -rf "$RUN_DIR"
+}

@@ -10,11 +10,7 @@ set -uo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 . "$top/tests/e2e/lib.sh"
 
-export RUN_DIR=$(mktemp -d /tmp/diary-api.XXXXXX)
-chmod 755 "$RUN_DIR"
-export DIARY_HTTP_PORT=$(free_port) PG_PRIMARY_PORT=$(free_port) PG_REPLICA_PORT=$(free_port)
-export DIARY_WORKER_PORT=$(free_port)
-export DIARY_PWHASH_OPSLIMIT=1 DIARY_PWHASH_MEMLIMIT=8192
+stack_test_env api
 NODE2_PID=
 stop_node2() {
   [ -n "$NODE2_PID" ] || return 0
@@ -24,9 +20,7 @@ stop_node2() {
 }
 cleanup() {
   stop_node2
-  "$top/scripts/stack.sh" down >/dev/null 2>&1
-  sanitizer_check "$RUN_DIR/logs"
-  rm -rf "$RUN_DIR"
+  stack_test_cleanup
 }
 trap cleanup EXIT
 

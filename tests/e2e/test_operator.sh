@@ -8,18 +8,9 @@ set -uo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 . "$top/tests/e2e/lib.sh"
 
-export RUN_DIR=$(mktemp -d /tmp/diary-ops.XXXXXX)
-chmod 755 "$RUN_DIR"
-export DIARY_HTTP_PORT=$(free_port) PG_PRIMARY_PORT=$(free_port) PG_REPLICA_PORT=$(free_port)
-export DIARY_WORKER_PORT=$(free_port)
-export DIARY_PWHASH_OPSLIMIT=1 DIARY_PWHASH_MEMLIMIT=8192
+stack_test_env ops
 CTL="$BIN_DIR/diaryctl"
-cleanup() {
-  "$top/scripts/stack.sh" down >/dev/null 2>&1
-  sanitizer_check "$RUN_DIR/logs"
-  rm -rf "$RUN_DIR"
-}
-trap cleanup EXIT
+trap stack_test_cleanup EXIT
 
 "$top/scripts/stack.sh" up 2>"$RUN_DIR/up.err" || { cat "$RUN_DIR/up.err"; bail "stack up"; }
 . "$RUN_DIR/stack.env"
