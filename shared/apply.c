@@ -80,6 +80,11 @@ struct apply_ctx {
     struct cmd *cmds;
     size_t cmd_cap;
     PGresult *outbox_res; /* backs outbox_rows */
+    /* The rows diary_apply_flush returned in the transaction being run, then (once it
+     * committed) those the last apply_batch put in the outbox; flushed_all says they are all
+     * it put there (the batch went through the set-based path in one transaction). */
+    PGresult *flush_res, *flushed_res;
+    bool flushed_all;
     struct apply_outbox_row *outbox_rows;
     size_t outbox_cap;
 };
@@ -99,12 +104,14 @@ static const struct {
      "SELECT next_offset FROM ins UNION ALL SELECT next_offset FROM consumer_offsets "
      "WHERE group_id = $1::text AND topic = $2::text AND \"partition\" = $3::integer"},
     {"apply_outbox_fetch",
-     "SELECT seq, user_id::text, event::text, event->>'type', coalesce(request_id, '') "
+     "SELECT seq, user_id::text, event::text, coalesce(type, event->>'type'), "
+     "coalesce(request_id, '') "
      "FROM outbox WHERE \"partition\" = $1::integer ORDER BY seq LIMIT $2::bigint"},
     /* The partition lets the (partition, seq) index find the rows. */
     {"apply_outbox_delete",
      "DELETE FROM outbox WHERE \"partition\" = $1::integer AND seq = ANY($2::bigint[])"},
-    {"apply_flush", "SELECT diary_apply_flush($1::integer, $2::text, $3::text)"},
+    {"apply_flush", "SELECT seq, user_id, event, type, request_id "
+                    "FROM diary_apply_flush($1::integer, $2::text, $3::text)"},
     {"apply_redrive", "SELECT diary_event_redrive($1::uuid)"},
     /* For the transaction: diary_change_emit stages the changes of per-event calls made by
      * the set-based path, so diary_apply_flush puts them in log order with the others. */
@@ -164,6 +171,8 @@ void apply_destroy(apply_ctx_t *ctx)
     if (!ctx)
         return;
     PQclear(ctx->outbox_res);
+    PQclear(ctx->flush_res);
+    PQclear(ctx->flushed_res);
     free(ctx->outbox_rows);
     free(ctx->items);
     free(ctx->outcomes);
@@ -777,6 +786,10 @@ static enum txn_status run_txn(apply_ctx_t *ctx, int32_t partition, int64_t from
                 if (i >= (long)lo && i < (long)hi)
                     item_read(&ctx->items[i], res, row, 1);
             }
+        } else if (rs == PGRES_TUPLES_OK && cmds[k].kind == CMD_FLUSH) {
+            PQclear(ctx->flush_res);
+            ctx->flush_res = res; /* kept until the COMMIT's answer */
+            continue;
         }
         PQclear(res);
     }
@@ -849,14 +862,24 @@ static enum txn_status run_txn(apply_ctx_t *ctx, int32_t partition, int64_t from
         goto broken;
     }
     PQclear(res);
-    if (st == TXN_OK)
+    if (st == TXN_OK) {
         finalize(ctx, lo, hi, out);
+        if (ctx->flush_res) {
+            PQclear(ctx->flushed_res);
+            ctx->flushed_res = ctx->flush_res;
+            ctx->flush_res = NULL;
+        }
+    }
 done:
+    PQclear(ctx->flush_res);
+    ctx->flush_res = NULL;
     pipe_leave(ctx);
     return st;
 broken:
     error_text(NULL, ctx->conn, msg, sizeof(msg));
     snprintf(out->error, sizeof(out->error), "postgres: %s", msg);
+    PQclear(ctx->flush_res);
+    ctx->flush_res = NULL;
     pipe_leave(ctx);
     return TXN_RETRY;
 }
@@ -905,7 +928,10 @@ int apply_batch(apply_ctx_t *ctx, int32_t partition, int64_t from_offset,
         goto done;
     }
 
+    PQclear(ctx->flushed_res);
+    ctx->flushed_res = NULL;
     st = run_txn(ctx, partition, from_offset, 0, n, ctx->mode == APPLY_MODE_SET, &failed, out);
+    ctx->flushed_all = st == TXN_OK && ctx->flushed_res;
     if (st == TXN_ITEM_FAILED) {
         /* Find the bad message: one transaction per message. A message that fails alone goes
          * down its plan (applied, recorded and dead-lettered, only dead-lettered). */
@@ -1009,32 +1035,16 @@ int apply_offsets_load(apply_ctx_t *ctx, int32_t partition, int64_t create_at, i
     return rc;
 }
 
-int apply_outbox_fetch(apply_ctx_t *ctx, int32_t partition, size_t limit,
-                       const struct apply_outbox_row **rows, size_t *n, char *err, size_t errlen)
+/* Points ctx->outbox_rows at the rows of res (seq, user_id, event, type, request_id). -1 on
+ * allocation failure. */
+static int rows_of(apply_ctx_t *ctx, const PGresult *res)
 {
-    char s_part[16], s_limit[24];
-    const char *values[2] = {s_part, s_limit};
-    PGresult *res;
-    size_t count;
-    int rc;
+    size_t count = (size_t)PQntuples(res);
 
-    *rows = NULL;
-    *n = 0;
-    PQclear(ctx->outbox_res);
-    ctx->outbox_res = NULL;
-    snprintf(s_part, sizeof(s_part), "%" PRId32, partition);
-    snprintf(s_limit, sizeof(s_limit), "%zu", limit);
-    res = exec_prepared(ctx, "apply_outbox_fetch", 2, values, PGRES_TUPLES_OK, &rc, err, errlen);
-    if (!res)
-        return rc;
-    count = (size_t)PQntuples(res);
     if (count > ctx->outbox_cap) {
         struct apply_outbox_row *r = realloc(ctx->outbox_rows, count * sizeof(*r));
-        if (!r) {
-            PQclear(res);
-            snprintf(err, errlen, "out of memory");
-            return APPLY_FATAL;
-        }
+        if (!r)
+            return -1;
         ctx->outbox_rows = r;
         ctx->outbox_cap = count;
     }
@@ -1047,10 +1057,47 @@ int apply_outbox_fetch(apply_ctx_t *ctx, int32_t partition, size_t limit,
         r->type = PQgetvalue(res, (int)i, 3);
         r->request_id = PQgetvalue(res, (int)i, 4);
     }
+    return 0;
+}
+
+int apply_outbox_fetch(apply_ctx_t *ctx, int32_t partition, size_t limit,
+                       const struct apply_outbox_row **rows, size_t *n, char *err, size_t errlen)
+{
+    char s_part[16], s_limit[24];
+    const char *values[2] = {s_part, s_limit};
+    PGresult *res;
+    int rc;
+
+    *rows = NULL;
+    *n = 0;
+    PQclear(ctx->outbox_res);
+    ctx->outbox_res = NULL;
+    ctx->flushed_all = false; /* outbox_rows now backs these rows */
+    snprintf(s_part, sizeof(s_part), "%" PRId32, partition);
+    snprintf(s_limit, sizeof(s_limit), "%zu", limit);
+    res = exec_prepared(ctx, "apply_outbox_fetch", 2, values, PGRES_TUPLES_OK, &rc, err, errlen);
+    if (!res)
+        return rc;
+    if (rows_of(ctx, res) != 0) {
+        PQclear(res);
+        snprintf(err, errlen, "out of memory");
+        return APPLY_FATAL;
+    }
     ctx->outbox_res = res;
     *rows = ctx->outbox_rows;
-    *n = count;
+    *n = (size_t)PQntuples(res);
     return APPLY_OK;
+}
+
+bool apply_outbox_flushed(apply_ctx_t *ctx, const struct apply_outbox_row **rows, size_t *n)
+{
+    *rows = NULL;
+    *n = 0;
+    if (!ctx->flushed_all || !ctx->flushed_res || rows_of(ctx, ctx->flushed_res) != 0)
+        return false;
+    *rows = ctx->outbox_rows;
+    *n = (size_t)PQntuples(ctx->flushed_res);
+    return true;
 }
 
 int apply_outbox_delete(apply_ctx_t *ctx, int32_t partition, const int64_t *seqs, size_t n,

@@ -145,7 +145,7 @@ int apply_batch(apply_ctx_t *ctx, int32_t partition, int64_t from_offset,
     __attribute__((warn_unused_result));
 
 /* One outbox row: a change event to publish. The strings live in the context until its next
- * apply_outbox_fetch or apply_destroy. */
+ * apply_outbox_fetch, apply_outbox_flushed, apply_batch or apply_destroy. */
 struct apply_outbox_row {
     int64_t seq;
     const char *user_id; /* the key */
@@ -162,6 +162,14 @@ struct apply_outbox_row {
 int apply_outbox_fetch(apply_ctx_t *ctx, int32_t partition, size_t limit,
                        const struct apply_outbox_row **rows, size_t *n, char *err, size_t errlen)
     __attribute__((warn_unused_result));
+
+/* The change events the last apply_batch put in the outbox, as the set-based path's
+ * diary_apply_flush returned them (in seq order), without reading the outbox again. True
+ * only when they are all it put there: the batch committed in one set-based transaction.
+ * False otherwise (APPLY_MODE_EVENT, a batch that went one event per transaction, a failed
+ * batch, a fetch since): then apply_outbox_fetch reads them. The rows live in the context
+ * until its next apply_batch, apply_outbox_fetch or apply_destroy. */
+bool apply_outbox_flushed(apply_ctx_t *ctx, const struct apply_outbox_row **rows, size_t *n);
 
 /* Deletes the outbox rows seqs[0, n) of partition once the broker acknowledged them. */
 int apply_outbox_delete(apply_ctx_t *ctx, int32_t partition, const int64_t *seqs, size_t n,

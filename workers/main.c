@@ -32,7 +32,7 @@ int main(void)
     static struct worker_metrics metrics;
     struct worker_config cfg;
     char err[512], id[64], host[256];
-    long batch_max, session_ms, port_l = 0;
+    long batch_max, session_ms, lanes = 1, port_l = 0;
     int port;
     struct sigaction sa;
     sigset_t block, old;
@@ -65,8 +65,9 @@ int main(void)
     }
     if (config_long("DIARY_BATCH_MAX", 1, 100000, &batch_max, err, sizeof(err)) != 0 ||
         config_long("DIARY_WORKER_PORT", 0, 65535, &port_l, err, sizeof(err)) != 0 ||
-        config_parse_long(config_str("DIARY_SESSION_TIMEOUT_MS"), 1000, 3600000,
-                          &session_ms) != 0) {
+        config_long("DIARY_APPLY_LANES", 1, 64, &lanes, err, sizeof(err)) != 0 ||
+        config_parse_long(config_str("DIARY_SESSION_TIMEOUT_MS"), 1000, 3600000, &session_ms) !=
+            0) {
         log_error(NULL, "configuration: %s",
                   err[0] ? err : "DIARY_SESSION_TIMEOUT_MS: want 1000 to 3600000");
         return 1;
@@ -80,6 +81,7 @@ int main(void)
         cfg.per_event = strcmp(mode, "event") == 0;
     }
     cfg.batch_max = batch_max;
+    cfg.lanes = lanes;
     cfg.session_timeout_ms = session_ms;
     port = (int)port_l;
     snprintf(host, sizeof(host), "%s", config_str("DIARY_WORKER_ADDR"));

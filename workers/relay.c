@@ -106,78 +106,98 @@ static void wait_reports(struct relay *r, const size_t *remaining)
         rd_kafka_poll(r->rk, 50);
 }
 
+/* Publishes rows[0, n) of partition, waits for their reports, and deletes the acknowledged
+ * prefix from the outbox. RELAY_OK when every row was acknowledged and deleted. */
+static enum relay_status publish_rows(struct relay *r, apply_ctx_t *apply, int32_t partition,
+                                      const struct apply_outbox_row *rows, size_t n,
+                                      uint64_t *published, char *err, size_t errlen)
+{
+    struct delivery *d;
+    int64_t *seqs;
+    size_t remaining = 0, acked = 0, sent = 0;
+    rd_kafka_resp_err_t first_err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    int rc;
+
+    if (n == 0)
+        return RELAY_OK;
+    d = calloc(n, sizeof(*d));
+    seqs = calloc(n, sizeof(*seqs));
+    if (!d || !seqs) {
+        free(d);
+        free(seqs);
+        snprintf(err, errlen, "out of memory");
+        return RELAY_FATAL;
+    }
+    for (; sent < n; sent++) {
+        rd_kafka_headers_t *h = rd_kafka_headers_new(2);
+        rd_kafka_resp_err_t e;
+
+        rd_kafka_header_add(h, "ce_type", -1, rows[sent].type, -1);
+        if (rows[sent].request_id[0])
+            rd_kafka_header_add(h, "request-id", -1, rows[sent].request_id, -1);
+        d[sent].remaining = &remaining;
+        remaining++;
+        e = produce(r, r->changes_topic, rows[sent].user_id, strlen(rows[sent].user_id),
+                    rows[sent].event, rows[sent].event_len, h, &d[sent]);
+        if (e) {
+            /* Not queued: no report will come. Stop here to keep the order. */
+            remaining--;
+            rd_kafka_headers_destroy(h);
+            first_err = e;
+            break;
+        }
+    }
+    wait_reports(r, &remaining);
+    for (; acked < sent && d[acked].err == RD_KAFKA_RESP_ERR_NO_ERROR; acked++)
+        seqs[acked] = rows[acked].seq;
+    if (acked < sent)
+        first_err = d[acked].err;
+    free(d);
+    if (acked > 0) {
+        rc = apply_outbox_delete(apply, partition, seqs, acked, err, errlen);
+        if (rc != APPLY_OK) {
+            free(seqs);
+            /* Published but still in the outbox: they go out again (at least once). */
+            return rc == APPLY_RETRY ? RELAY_DB_RETRY : RELAY_FATAL;
+        }
+        *published += acked;
+    }
+    free(seqs);
+    if (first_err) {
+        char reason[512];
+        rd_kafka_resp_err_t fatal = rd_kafka_fatal_error(r->rk, reason, sizeof(reason));
+        if (fatal) {
+            snprintf(err, errlen, "producer: fatal error %s: %s", rd_kafka_err2name(fatal), reason);
+            return RELAY_FATAL;
+        }
+        snprintf(err, errlen, "%s: %s", r->changes_topic, rd_kafka_err2str(first_err));
+        return RELAY_BROKER_RETRY;
+    }
+    return RELAY_OK;
+}
+
 enum relay_status relay_drain(relay_t *r, apply_ctx_t *apply, int32_t partition,
                               uint64_t *published, char *err, size_t errlen)
 {
     for (;;) {
         const struct apply_outbox_row *rows;
-        struct delivery *d;
-        int64_t *seqs;
-        size_t n, remaining = 0, acked = 0, sent = 0;
-        rd_kafka_resp_err_t first_err = RD_KAFKA_RESP_ERR_NO_ERROR;
+        size_t n;
+        enum relay_status st;
         int rc = apply_outbox_fetch(apply, partition, RELAY_ROUND, &rows, &n, err, errlen);
 
         if (rc != APPLY_OK)
             return rc == APPLY_RETRY ? RELAY_DB_RETRY : RELAY_FATAL;
-        if (n == 0)
-            return RELAY_OK;
-        d = calloc(n, sizeof(*d));
-        seqs = calloc(n, sizeof(*seqs));
-        if (!d || !seqs) {
-            free(d);
-            free(seqs);
-            snprintf(err, errlen, "out of memory");
-            return RELAY_FATAL;
-        }
-        for (; sent < n; sent++) {
-            rd_kafka_headers_t *h = rd_kafka_headers_new(2);
-            rd_kafka_resp_err_t e;
-
-            rd_kafka_header_add(h, "ce_type", -1, rows[sent].type, -1);
-            if (rows[sent].request_id[0])
-                rd_kafka_header_add(h, "request-id", -1, rows[sent].request_id, -1);
-            d[sent].remaining = &remaining;
-            remaining++;
-            e = produce(r, r->changes_topic, rows[sent].user_id, strlen(rows[sent].user_id),
-                        rows[sent].event, rows[sent].event_len, h, &d[sent]);
-            if (e) {
-                /* Not queued: no report will come. Stop here to keep the order. */
-                remaining--;
-                rd_kafka_headers_destroy(h);
-                first_err = e;
-                break;
-            }
-        }
-        wait_reports(r, &remaining);
-        for (; acked < sent && d[acked].err == RD_KAFKA_RESP_ERR_NO_ERROR; acked++)
-            seqs[acked] = rows[acked].seq;
-        if (acked < sent)
-            first_err = d[acked].err;
-        free(d);
-        if (acked > 0) {
-            rc = apply_outbox_delete(apply, partition, seqs, acked, err, errlen);
-            if (rc != APPLY_OK) {
-                free(seqs);
-                /* Published but still in the outbox: they go out again (at least once). */
-                return rc == APPLY_RETRY ? RELAY_DB_RETRY : RELAY_FATAL;
-            }
-            *published += acked;
-        }
-        free(seqs);
-        if (first_err) {
-            char reason[512];
-            rd_kafka_resp_err_t fatal = rd_kafka_fatal_error(r->rk, reason, sizeof(reason));
-            if (fatal) {
-                snprintf(err, errlen, "producer: fatal error %s: %s", rd_kafka_err2name(fatal),
-                         reason);
-                return RELAY_FATAL;
-            }
-            snprintf(err, errlen, "%s: %s", r->changes_topic, rd_kafka_err2str(first_err));
-            return RELAY_BROKER_RETRY;
-        }
-        if (n < RELAY_ROUND)
-            return RELAY_OK;
+        st = publish_rows(r, apply, partition, rows, n, published, err, errlen);
+        if (st != RELAY_OK || n < RELAY_ROUND)
+            return st;
     }
+}
+
+enum relay_status relay_publish(relay_t *r, apply_ctx_t *apply, int32_t partition,
+                                const struct apply_outbox_row *rows, size_t n, uint64_t *published,
+                                char *err, size_t errlen)
+{
+    return publish_rows(r, apply, partition, rows, n, published, err, errlen);
 }
 
 int relay_dead_letter(relay_t *r, const void *key, size_t key_len, rd_kafka_headers_t *hdrs,

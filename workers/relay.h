@@ -36,6 +36,14 @@ enum relay_status relay_drain(relay_t *r, apply_ctx_t *apply, int32_t partition,
                               uint64_t *published, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
+/* Publishes rows[0, n) of partition (a batch's change events as apply_outbox_flushed gave
+ * them) the same way, without reading the outbox: deletes the acknowledged prefix. RELAY_OK
+ * when all were acknowledged and deleted; the partition's outbox is then as it was before
+ * the batch. */
+enum relay_status relay_publish(relay_t *r, apply_ctx_t *apply, int32_t partition,
+                                const struct apply_outbox_row *rows, size_t n, uint64_t *published,
+                                char *err, size_t errlen) __attribute__((warn_unused_result));
+
 /* Sends one dead letter (value json, the original key and headers; hdrs is taken, NULL for
  * none) and waits for its delivery report. 0, or -1 with err when it was not delivered. */
 int relay_dead_letter(relay_t *r, const void *key, size_t key_len, rd_kafka_headers_t *hdrs,

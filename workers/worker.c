@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -49,26 +50,53 @@ struct part {
     int relay_backoff;
 };
 
+/* An apply lane: a thread with its own PostgreSQL connection, apply context and producer,
+ * that applies and relays the partitions p with p % nlanes == its index. The lanes work in
+ * passes: the consumer thread polls Kafka (queueing messages, running the rebalance
+ * callback) while every lane is idle, then starts a pass and waits until every lane has
+ * finished it. So a partition's queue is only ever touched by one thread at a time, and
+ * only the consumer thread calls the consumer's poll. With one lane the consumer thread runs
+ * the pass itself. */
+struct lane {
+    struct worker *w;
+    int idx;
+    pthread_t th;
+    bool started;
+    PGconn *pg;
+    apply_ctx_t *apply;
+    relay_t *relay;
+    struct apply_msg *amsgs; /* batch_max entries */
+    char (*rids)[REQUEST_ID_LEN];
+    bool ever_connected;
+    bool broken;        /* the connection must be made again before any work */
+    int db_backoff;     /* the last wait after a database failure, 0 after a success */
+    int64_t retry_at;   /* no database work before this (monotonic ms) */
+    int64_t checked_at; /* last time the connection was known good */
+    size_t rr;          /* round-robin start among its partitions */
+    uint64_t pass_seen;
+};
+
 struct worker {
     struct worker_config cfg;
     struct worker_metrics *m; /* borrowed */
     const atomic_bool *stop;  /* borrowed */
     rd_kafka_t *rk;
-    relay_t *relay;
-    PGconn *pg;
-    apply_ctx_t *apply;
     struct part **parts; /* indexed by partition id; NULL where never assigned */
     size_t nparts;
-    struct apply_msg *amsgs; /* batch_max entries */
-    char (*rids)[REQUEST_ID_LEN];
-    bool fatal;
+    struct lane *lanes;
+    int nlanes;
+    /* The pass handshake between the consumer thread and the lane threads. */
+    pthread_mutex_t mu;
+    pthread_cond_t go, done;
+    bool sync_ready;
+    uint64_t pass;
+    int busy;  /* lanes still in the current pass */
+    bool quit; /* the lane threads end */
+    atomic_bool fatal;
     bool in_rebalance; /* no consumer poll from inside the rebalance callback */
-    bool ever_connected;
-    int db_backoff;
-    size_t rr; /* round-robin start among partitions */
+    bool paused;       /* consumption paused while a lane's connection is down */
     int64_t kafka_checked_at;
-    int64_t db_checked_at; /* last time the connection was known good */
-    int64_t committed_at;  /* last offset commit to Kafka */
+    int64_t committed_at; /* last offset commit to Kafka */
 };
 
 static int64_t now_ms(void)
@@ -89,7 +117,7 @@ static uint64_t now_us(void)
 
 static bool stopping(const struct worker *w)
 {
-    return atomic_load(w->stop) || w->fatal;
+    return atomic_load(w->stop) || atomic_load(&w->fatal);
 }
 
 static void fatal(struct worker *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -105,7 +133,7 @@ static void fatal(struct worker *w, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     log_error(NULL, "stopping: %s", msg);
-    w->fatal = true;
+    atomic_store(&w->fatal, true);
 }
 
 static int next_backoff(int cur)
@@ -204,7 +232,8 @@ static PGconn *db_connect(const struct worker *w)
 static void take_message(struct worker *w, rd_kafka_message_t *m);
 
 /* Sleeps ms while keeping the group membership: the consumer is polled (messages of active
- * partitions are queued), except inside the rebalance callback where it must not be. */
+ * partitions are queued), except inside the rebalance callback where it must not be.
+ * Consumer thread only. */
 static void sleep_polling(struct worker *w, int ms)
 {
     int64_t until = now_ms() + ms;
@@ -225,36 +254,82 @@ static void sleep_polling(struct worker *w, int ms)
     }
 }
 
-/* Connects (again) with capped exponential backoff until connected or stopping. */
-static bool db_ensure(struct worker *w)
+static bool lane_usable(const struct lane *l)
 {
-    int backoff = BACKOFF_MIN_MS;
+    return !l->broken && l->pg && PQstatus(l->pg) == CONNECTION_OK;
+}
 
+/* One attempt to (re)connect the lane. On failure the lane waits (backoff) before the next. */
+static bool lane_connect(struct lane *l)
+{
+    struct worker *w = l->w;
+
+    if (lane_usable(l))
+        return true;
+    PQfinish(l->pg);
+    l->pg = db_connect(w);
+    apply_set_conn(l->apply, l->pg);
+    if (PQstatus(l->pg) == CONNECTION_OK) {
+        if (l->ever_connected) {
+            atomic_fetch_add(&w->m->db_reconnects, 1);
+            log_info(NULL, "postgres: connected again");
+        }
+        l->ever_connected = true;
+        l->broken = false;
+        l->checked_at = now_ms();
+        atomic_store(&w->m->pg_ok, true);
+        return true;
+    }
+    l->db_backoff = next_backoff(l->db_backoff);
+    l->retry_at = now_ms() + l->db_backoff;
+    {
+        const char *e = l->pg ? PQerrorMessage(l->pg) : "out of memory";
+        log_warn(NULL, "postgres: cannot connect: %.*s; retrying in %d ms", (int)strcspn(e, "\n"),
+                 e, l->db_backoff);
+    }
+    atomic_store(&w->m->pg_ok, false);
+    return false;
+}
+
+/* Connects the lane (again), waiting out the backoff with the consumer polled, until
+ * connected or stopping. Consumer thread only (start-up, the rebalance callback). */
+static bool db_ensure(struct worker *w, struct lane *l)
+{
     while (!stopping(w)) {
-        if (w->pg && PQstatus(w->pg) == CONNECTION_OK)
+        int64_t wait = l->retry_at - now_ms();
+
+        if (wait > 0)
+            sleep_polling(w, (int)wait);
+        if (stopping(w))
+            break;
+        if (lane_connect(l))
             return true;
-        PQfinish(w->pg);
-        w->pg = db_connect(w);
-        apply_set_conn(w->apply, w->pg);
-        if (PQstatus(w->pg) == CONNECTION_OK) {
-            if (w->ever_connected) {
-                atomic_fetch_add(&w->m->db_reconnects, 1);
-                log_info(NULL, "postgres: connected again");
-            }
-            w->ever_connected = true;
-            atomic_store(&w->m->pg_ok, true);
-            return true;
-        }
-        {
-            const char *e = w->pg ? PQerrorMessage(w->pg) : "out of memory";
-            log_warn(NULL, "postgres: cannot connect: %.*s; retrying in %d ms",
-                     (int)strcspn(e, "\n"), e, backoff);
-        }
-        atomic_store(&w->m->pg_ok, false);
-        sleep_polling(w, backoff);
-        backoff = next_backoff(backoff);
     }
     return false;
+}
+
+/* After a transient failure: the lane waits (backoff) before its next database work, and
+ * when its connection is unusable it drops it and reconnects then; meanwhile the consumer
+ * thread pauses consumption (lanes_settle). The caller retries what failed. Any thread. */
+static void lane_trouble(struct lane *l, const char *why)
+{
+    struct worker *w = l->w;
+    bool broken = !l->pg || PQstatus(l->pg) != CONNECTION_OK ||
+                  PQtransactionStatus(l->pg) != PQTRANS_IDLE ||
+                  PQpipelineStatus(l->pg) != PQ_PIPELINE_OFF;
+
+    l->db_backoff = next_backoff(l->db_backoff);
+    l->retry_at = now_ms() + l->db_backoff;
+    atomic_fetch_add(&w->m->apply_errors, 1);
+    log_warn(NULL, "%s; retrying in %d ms%s", why, l->db_backoff,
+             broken ? ", consumption paused until it is back" : "");
+    if (!broken)
+        return;
+    atomic_store(&w->m->pg_ok, false);
+    PQfinish(l->pg);
+    l->pg = NULL;
+    apply_set_conn(l->apply, NULL);
+    l->broken = true;
 }
 
 static void pause_all(struct worker *w, bool pause)
@@ -272,30 +347,18 @@ static void pause_all(struct worker *w, bool pause)
     rd_kafka_topic_partition_list_destroy(a);
 }
 
-/* After a transient failure: waits (backoff), and when the connection is unusable pauses
- * consumption, reconnects, and resumes. The caller then retries what failed. */
-static void db_trouble(struct worker *w, const char *why)
+/* Between passes: consumption is paused while a lane has no connection (its partitions'
+ * queues would only grow), and resumed once every lane has one again. */
+static void lanes_settle(struct worker *w)
 {
-    bool broken = !w->pg || PQstatus(w->pg) != CONNECTION_OK ||
-                  PQtransactionStatus(w->pg) != PQTRANS_IDLE ||
-                  PQpipelineStatus(w->pg) != PQ_PIPELINE_OFF;
+    bool broken = false;
 
-    w->db_backoff = next_backoff(w->db_backoff);
-    atomic_fetch_add(&w->m->apply_errors, 1);
-    log_warn(NULL, "%s; retrying in %d ms%s", why, w->db_backoff,
-             broken ? ", consumption paused until it is back" : "");
-    if (!broken) {
-        sleep_polling(w, w->db_backoff);
-        return;
-    }
-    atomic_store(&w->m->pg_ok, false);
-    PQfinish(w->pg);
-    w->pg = NULL;
-    apply_set_conn(w->apply, NULL);
-    pause_all(w, true);
-    sleep_polling(w, w->db_backoff);
-    if (db_ensure(w))
-        pause_all(w, false);
+    for (int i = 0; i < w->nlanes; i++)
+        broken = broken || w->lanes[i].broken;
+    /* Paused again on every pass while broken: a partition assigned meanwhile joins. */
+    if (broken || w->paused)
+        pause_all(w, broken);
+    w->paused = broken;
 }
 
 /* ---- Kafka: positions and the rebalance callback ---- */
@@ -306,6 +369,7 @@ static bool position_partition(struct worker *w, int32_t p, int64_t *next)
 {
     int64_t low = -1, high = -1;
     int backoff = BACKOFF_MIN_MS;
+    struct lane *l = &w->lanes[p % w->nlanes];
     char err[256];
 
     for (;;) {
@@ -323,16 +387,16 @@ static bool position_partition(struct worker *w, int32_t p, int64_t *next)
     for (;;) {
         int rc;
 
-        if (!db_ensure(w))
+        if (!db_ensure(w, l))
             return false;
-        rc = apply_offsets_load(w->apply, p, low, next, err, sizeof(err));
+        rc = apply_offsets_load(l->apply, p, low, next, err, sizeof(err));
         if (rc == APPLY_OK)
             break;
         if (rc != APPLY_RETRY) {
             fatal(w, "partition %" PRId32 ": %s", p, err);
             return false;
         }
-        db_trouble(w, err);
+        lane_trouble(l, err);
         if (stopping(w))
             return false;
     }
@@ -561,7 +625,8 @@ static void poll_messages(struct worker *w, int timeout)
 
 static int dead_letter_cb(void *opaque, const struct apply_dead_letter *dl)
 {
-    struct worker *w = opaque;
+    struct lane *l = opaque;
+    struct worker *w = l->w;
     const rd_kafka_message_t *m = dl->msg->opaque;
     struct apply_dead_letter_info info = {dl->msg->value,   dl->msg->len,    dl->error,
                                           w->cfg.worker_id, dl->attempts,    w->cfg.events_topic,
@@ -593,7 +658,7 @@ static int dead_letter_cb(void *opaque, const struct apply_dead_letter *dl)
     if (m && rd_kafka_message_headers(m, &src) == RD_KAFKA_RESP_ERR_NO_ERROR && src)
         hdrs = rd_kafka_headers_copy(src);
     /* hdrs is taken by relay_dead_letter whatever happens. */
-    rc = relay_dead_letter(w->relay, dl->msg->key, dl->msg->key_len, hdrs, json, len, err,
+    rc = relay_dead_letter(l->relay, dl->msg->key, dl->msg->key_len, hdrs, json, len, err,
                            sizeof(err));
     if (rc != 0)
         log_warn(dl->msg->request_id, "dead letter of offset %" PRId64 " not delivered: %s",
@@ -602,9 +667,12 @@ static int dead_letter_cb(void *opaque, const struct apply_dead_letter *dl)
     return rc;
 }
 
-/* Publishes the partition's outbox. True when it is empty (the partition may apply). */
-static bool relay_part(struct worker *w, struct part *p)
+/* Publishes the partition's outbox. True when it is empty (the partition may apply). Right
+ * after a batch (flushed), the rows the batch's flush returned are published without
+ * reading the outbox, when they are all it holds (apply_outbox_flushed). */
+static bool relay_part(struct lane *l, struct part *p, bool flushed)
 {
+    struct worker *w = l->w;
     uint64_t published = 0;
     char err[256];
     enum relay_status rs;
@@ -614,7 +682,15 @@ static bool relay_part(struct worker *w, struct part *p)
     if (now_ms() < p->relay_retry_at)
         return false;
     t0 = now_us();
-    rs = relay_drain(w->relay, w->apply, p->id, &published, err, sizeof(err));
+    {
+        const struct apply_outbox_row *rows;
+        size_t n;
+
+        if (flushed && apply_outbox_flushed(l->apply, &rows, &n))
+            rs = relay_publish(l->relay, l->apply, p->id, rows, n, &published, err, sizeof(err));
+        else
+            rs = relay_drain(l->relay, l->apply, p->id, &published, err, sizeof(err));
+    }
     atomic_fetch_add(&w->m->outbox_us_sum, now_us() - t0);
     atomic_fetch_add(&w->m->outbox_published, published);
     switch (rs) {
@@ -623,7 +699,7 @@ static bool relay_part(struct worker *w, struct part *p)
         p->relay_backoff = 0;
         return true;
     case RELAY_DB_RETRY:
-        db_trouble(w, err);
+        lane_trouble(l, err);
         return false;
     case RELAY_BROKER_RETRY:
         atomic_fetch_add(&w->m->outbox_errors, 1);
@@ -650,14 +726,15 @@ static void account(struct worker *w, const struct apply_result *res)
     atomic_fetch_add(&w->m->failed_batches, res->failed_batches);
 }
 
-static void process_part(struct worker *w, struct part *p)
+static void process_part(struct lane *l, struct part *p)
 {
+    struct worker *w = l->w;
     struct apply_result res;
     size_t n;
     uint64_t t0;
     int rc;
 
-    if (p->outbox_dirty && !relay_part(w, p))
+    if (p->outbox_dirty && !relay_part(l, p, false))
         return;
     if (!p->active || p->len == 0 || stopping(w))
         return;
@@ -677,7 +754,7 @@ static void process_part(struct worker *w, struct part *p)
     n = p->len < (size_t)w->cfg.batch_max ? p->len : (size_t)w->cfg.batch_max;
     for (size_t i = 0; i < n; i++) {
         rd_kafka_message_t *m = q_at(p, i);
-        struct apply_msg *a = &w->amsgs[i];
+        struct apply_msg *a = &l->amsgs[i];
         char redrive[32];
 
         a->value = m->payload;
@@ -686,12 +763,12 @@ static void process_part(struct worker *w, struct part *p)
         a->key_len = m->key_len;
         a->offset = m->offset;
         a->request_id =
-            kafka_header_get(m, "request-id", w->rids[i], REQUEST_ID_LEN) >= 0 ? w->rids[i] : NULL;
+            kafka_header_get(m, "request-id", l->rids[i], REQUEST_ID_LEN) >= 0 ? l->rids[i] : NULL;
         a->redrive = kafka_header_get(m, "diary-redrive", redrive, sizeof(redrive)) >= 0;
         a->opaque = m;
     }
     t0 = now_us();
-    rc = apply_batch(w->apply, p->id, p->db_next, w->amsgs, n, &res);
+    rc = apply_batch(l->apply, p->id, p->db_next, l->amsgs, n, &res);
     account(w, &res);
     if (res.applied > 0)
         p->outbox_dirty = true;
@@ -699,14 +776,14 @@ static void process_part(struct worker *w, struct part *p)
     case APPLY_OK:
         metrics_batch(w->m, n, now_us() - t0);
         atomic_store(&w->m->pg_ok, true);
-        w->db_backoff = 0;
-        w->db_checked_at = now_ms();
+        l->db_backoff = 0;
+        l->checked_at = now_ms();
         p->db_next = res.next_offset;
         q_drop_below(p, p->db_next);
         p->commit_dirty = true;
         update_lag(w, p);
         if (p->outbox_dirty)
-            (void)relay_part(w, p);
+            (void)relay_part(l, p, true);
         break;
     case APPLY_STALE:
         atomic_fetch_add(&w->m->stale_batches, 1);
@@ -731,7 +808,7 @@ static void process_part(struct worker *w, struct part *p)
     case APPLY_RETRY:
         p->db_next = res.next_offset;
         q_drop_below(p, p->db_next);
-        db_trouble(w, res.error);
+        lane_trouble(l, res.error);
         break;
     default:
         fatal(w, "partition %" PRId32 ": %s", p->id, res.error);
@@ -747,15 +824,80 @@ static int poll_timeout(struct worker *w)
 
     for (size_t i = 0; i < w->nparts; i++) {
         struct part *p = w->parts[i];
+        int64_t at;
 
         if (!p || !p->active || (!p->outbox_dirty && p->len == 0))
             continue;
-        if (!p->outbox_dirty || p->relay_retry_at <= now)
+        at = w->lanes[p->id % w->nlanes].retry_at;
+        if (p->outbox_dirty && p->relay_retry_at > at)
+            at = p->relay_retry_at;
+        if (at <= now)
             return 0;
-        if (p->relay_retry_at - now < timeout)
-            timeout = (int)(p->relay_retry_at - now);
+        if (at - now < timeout)
+            timeout = (int)(at - now);
+    }
+    for (int i = 0; i < w->nlanes; i++) {
+        const struct lane *l = &w->lanes[i];
+        if (l->broken && l->retry_at - now < timeout)
+            timeout = l->retry_at <= now ? 0 : (int)(l->retry_at - now);
     }
     return timeout;
+}
+
+/* One lane's share of a pass: a batch (and the relay) of each of its partitions with work,
+ * unless its database is in a backoff. */
+static void lane_pass(struct lane *l)
+{
+    struct worker *w = l->w;
+
+    if (now_ms() < l->retry_at || stopping(w))
+        return;
+    if (!lane_usable(l) && !lane_connect(l))
+        return;
+    for (size_t k = 0; k < w->nparts && !stopping(w) && now_ms() >= l->retry_at; k++) {
+        struct part *p = w->parts[(l->rr + k) % w->nparts];
+        if (p && p->active && p->id % w->nlanes == l->idx)
+            process_part(l, p);
+    }
+    l->rr++;
+}
+
+static void *lane_main(void *arg)
+{
+    struct lane *l = arg;
+    struct worker *w = l->w;
+
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->quit && w->pass == l->pass_seen)
+            pthread_cond_wait(&w->go, &w->mu);
+        if (w->quit)
+            break;
+        l->pass_seen = w->pass;
+        pthread_mutex_unlock(&w->mu);
+        lane_pass(l);
+        pthread_mutex_lock(&w->mu);
+        if (--w->busy == 0)
+            pthread_cond_signal(&w->done);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* Runs one pass on every lane and waits for all of them. */
+static void run_pass(struct worker *w)
+{
+    if (w->nlanes == 1) {
+        lane_pass(&w->lanes[0]);
+        return;
+    }
+    pthread_mutex_lock(&w->mu);
+    w->pass++;
+    w->busy = w->nlanes;
+    pthread_cond_broadcast(&w->go);
+    while (w->busy > 0)
+        pthread_cond_wait(&w->done, &w->mu);
+    pthread_mutex_unlock(&w->mu);
 }
 
 /* While librdkafka says all brokers are down, ask for metadata now and then to notice when
@@ -775,27 +917,71 @@ static void check_kafka(struct worker *w)
 }
 
 /* An idle worker would only notice a lost database with the next event: ask now and then,
- * so that /readyz tells the truth and the reconnect starts early. */
+ * so that /readyz tells the truth and the reconnect starts early. A lane without a
+ * connection tries again once its backoff is over. Between passes only. */
 static void check_db(struct worker *w)
 {
-    PGresult *res;
     int64_t now = now_ms();
 
-    if (now - w->db_checked_at < DB_CHECK_PERIOD)
-        return;
-    w->db_checked_at = now;
-    res = PQexec(w->pg, "SELECT 1");
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        const char *e = PQerrorMessage(w->pg);
-        char why[256];
+    for (int i = 0; i < w->nlanes && !stopping(w); i++) {
+        struct lane *l = &w->lanes[i];
+        PGresult *res;
 
-        snprintf(why, sizeof(why), "postgres: %.*s", (int)strcspn(e, "\n"), e);
+        if (!lane_usable(l)) {
+            if (now >= l->retry_at)
+                (void)lane_connect(l);
+            continue;
+        }
+        if (now - l->checked_at < DB_CHECK_PERIOD)
+            continue;
+        l->checked_at = now;
+        res = PQexec(l->pg, "SELECT 1");
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            const char *e = PQerrorMessage(l->pg);
+            char why[256];
+
+            snprintf(why, sizeof(why), "postgres: %.*s", (int)strcspn(e, "\n"), e);
+            PQclear(res);
+            lane_trouble(l, why);
+            continue;
+        }
         PQclear(res);
-        db_trouble(w, why);
-        return;
+        atomic_store(&w->m->pg_ok, true);
     }
-    PQclear(res);
-    atomic_store(&w->m->pg_ok, true);
+}
+
+/* The lane's own context and producer (its thread starts in worker_run). */
+static int lane_init(struct worker *w, struct lane *l, int idx, char *err, size_t errlen)
+{
+    const struct worker_config *cfg = &w->cfg;
+    struct apply_opts ao;
+
+    l->w = w;
+    l->idx = idx;
+    l->broken = true; /* not connected yet */
+    l->amsgs = calloc((size_t)cfg->batch_max, sizeof(*l->amsgs));
+    l->rids = calloc((size_t)cfg->batch_max, sizeof(*l->rids));
+    if (!l->amsgs || !l->rids) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    l->relay =
+        relay_new(cfg->bootstrap, cfg->worker_id, cfg->changes_topic, cfg->dlq_topic, err, errlen);
+    if (!l->relay)
+        return -1;
+    memset(&ao, 0, sizeof(ao));
+    ao.group = cfg->group;
+    ao.topic = cfg->events_topic;
+    ao.worker = cfg->worker_id;
+    ao.dead_letter_cb = dead_letter_cb;
+    ao.cb_opaque = l;
+    ao.mode = cfg->per_event ? APPLY_MODE_EVENT : APPLY_MODE_SET;
+    l->apply = apply_new(NULL, &ao);
+    if (!l->apply) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
 }
 
 worker_t *worker_new(const struct worker_config *cfg, struct worker_metrics *m,
@@ -804,7 +990,6 @@ worker_t *worker_new(const struct worker_config *cfg, struct worker_metrics *m,
     struct worker *w = calloc(1, sizeof(*w));
     char session[24];
     rd_kafka_conf_t *conf;
-    struct apply_opts ao;
 
     if (!w) {
         snprintf(err, errlen, "out of memory");
@@ -813,9 +998,22 @@ worker_t *worker_new(const struct worker_config *cfg, struct worker_metrics *m,
     w->cfg = *cfg;
     w->m = m;
     w->stop = stop;
-    w->amsgs = calloc((size_t)cfg->batch_max, sizeof(*w->amsgs));
-    w->rids = calloc((size_t)cfg->batch_max, sizeof(*w->rids));
-    if (!w->amsgs || !w->rids) {
+    atomic_init(&w->fatal, false);
+    if (pthread_mutex_init(&w->mu, NULL) != 0) {
+        free(w);
+        snprintf(err, errlen, "cannot create a mutex");
+        return NULL;
+    }
+    if (pthread_cond_init(&w->go, NULL) != 0 || pthread_cond_init(&w->done, NULL) != 0) {
+        snprintf(err, errlen, "cannot create a condition variable");
+        pthread_mutex_destroy(&w->mu);
+        free(w);
+        return NULL;
+    }
+    w->sync_ready = true;
+    w->nlanes = cfg->lanes > 0 ? (int)cfg->lanes : 1;
+    w->lanes = calloc((size_t)w->nlanes, sizeof(*w->lanes));
+    if (!w->lanes) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -847,26 +1045,44 @@ worker_t *worker_new(const struct worker_config *cfg, struct worker_metrics *m,
         goto fail;
     }
     rd_kafka_poll_set_consumer(w->rk);
-    w->relay =
-        relay_new(cfg->bootstrap, cfg->worker_id, cfg->changes_topic, cfg->dlq_topic, err, errlen);
-    if (!w->relay)
-        goto fail;
-    memset(&ao, 0, sizeof(ao));
-    ao.group = cfg->group;
-    ao.topic = cfg->events_topic;
-    ao.worker = cfg->worker_id;
-    ao.dead_letter_cb = dead_letter_cb;
-    ao.cb_opaque = w;
-    ao.mode = cfg->per_event ? APPLY_MODE_EVENT : APPLY_MODE_SET;
-    w->apply = apply_new(NULL, &ao);
-    if (!w->apply) {
-        snprintf(err, errlen, "out of memory");
-        goto fail;
-    }
+    for (int i = 0; i < w->nlanes; i++)
+        if (lane_init(w, &w->lanes[i], i, err, errlen) != 0)
+            goto fail;
     return w;
 fail:
     worker_destroy(w);
     return NULL;
+}
+
+/* Starts the lane threads (none with one lane). False when one could not start. */
+static bool lanes_start(struct worker *w)
+{
+    if (w->nlanes == 1)
+        return true;
+    for (int i = 0; i < w->nlanes; i++) {
+        if (pthread_create(&w->lanes[i].th, NULL, lane_main, &w->lanes[i]) != 0) {
+            log_error(NULL, "cannot start apply lane %d", i);
+            return false;
+        }
+        w->lanes[i].started = true;
+    }
+    return true;
+}
+
+static void lanes_stop(struct worker *w)
+{
+    if (!w->sync_ready)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->quit = true;
+    pthread_cond_broadcast(&w->go);
+    pthread_mutex_unlock(&w->mu);
+    for (int i = 0; i < w->nlanes; i++) {
+        if (w->lanes && w->lanes[i].started) {
+            pthread_join(w->lanes[i].th, NULL);
+            w->lanes[i].started = false;
+        }
+    }
 }
 
 int worker_run(worker_t *w)
@@ -881,18 +1097,18 @@ int worker_run(worker_t *w)
         log_error(NULL, "kafka: subscribe to %s: %s", w->cfg.events_topic, rd_kafka_err2str(e));
         return 1;
     }
-    log_info(NULL, "worker %s: group %s, applying %s, changes to %s, dead letters to %s",
+    log_info(NULL,
+             "worker %s: group %s, applying %s, changes to %s, dead letters to %s, %d apply "
+             "lane(s)",
              w->cfg.worker_id, w->cfg.group, w->cfg.events_topic, w->cfg.changes_topic,
-             w->cfg.dlq_topic);
-    if (db_ensure(w)) {
+             w->cfg.dlq_topic, w->nlanes);
+    if (!lanes_start(w))
+        atomic_store(&w->fatal, true);
+    if (!stopping(w) && db_ensure(w, &w->lanes[0])) {
         while (!stopping(w)) {
             poll_messages(w, poll_timeout(w));
-            for (size_t k = 0; k < w->nparts && !stopping(w); k++) {
-                struct part *p = w->parts[(w->rr + k) % w->nparts];
-                if (p && p->active)
-                    process_part(w, p);
-            }
-            w->rr++;
+            run_pass(w);
+            lanes_settle(w);
             commit_kafka(w, false);
             check_kafka(w);
             if (!stopping(w))
@@ -900,7 +1116,8 @@ int worker_run(worker_t *w)
         }
     }
     /* Nothing is half-applied here: each batch committed or rolled back inside apply_batch. */
-    log_info(NULL, "leaving the group%s", w->fatal ? " after a fatal error" : "");
+    lanes_stop(w);
+    log_info(NULL, "leaving the group%s", atomic_load(&w->fatal) ? " after a fatal error" : "");
     commit_kafka(w, true);
     for (size_t i = 0; i < w->nparts; i++)
         if (w->parts[i])
@@ -909,13 +1126,14 @@ int worker_run(worker_t *w)
     e = rd_kafka_consumer_close(w->rk);
     if (e)
         log_warn(NULL, "kafka: consumer close: %s", rd_kafka_err2str(e));
-    return w->fatal ? 1 : 0;
+    return atomic_load(&w->fatal) ? 1 : 0;
 }
 
 void worker_destroy(worker_t *w)
 {
     if (!w)
         return;
+    lanes_stop(w);
     for (size_t i = 0; i < w->nparts; i++) {
         if (w->parts[i]) {
             q_clear(w->parts[i]);
@@ -927,10 +1145,19 @@ void worker_destroy(worker_t *w)
     /* Messages hold references into the consumer: all are destroyed above, before it. */
     if (w->rk)
         rd_kafka_destroy(w->rk);
-    relay_destroy(w->relay);
-    apply_destroy(w->apply);
-    PQfinish(w->pg);
-    free(w->amsgs);
-    free(w->rids);
+    for (int i = 0; w->lanes && i < w->nlanes; i++) {
+        struct lane *l = &w->lanes[i];
+        relay_destroy(l->relay);
+        apply_destroy(l->apply);
+        PQfinish(l->pg);
+        free(l->amsgs);
+        free(l->rids);
+    }
+    free(w->lanes);
+    if (w->sync_ready) {
+        pthread_cond_destroy(&w->go);
+        pthread_cond_destroy(&w->done);
+        pthread_mutex_destroy(&w->mu);
+    }
     free(w);
 }

@@ -24,6 +24,7 @@ struct worker_config {
     long batch_max;          /* events per transaction at most */
     long session_timeout_ms; /* the consumer group's session timeout */
     bool per_event;          /* one SQL call per event instead of the set-based path */
+    long lanes;              /* apply threads, each with its own connection (>= 1) */
 };
 
 typedef struct worker worker_t;

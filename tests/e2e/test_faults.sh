@@ -431,7 +431,7 @@ s_commit() {
   check "commit: that write is applied once (version 1)" wait_for 10 "the row" bash -c \
     "[ \"\$(psql -qAtX '$PG_PRIMARY_URL' -c \"SELECT amount || ' ' || version FROM daily_meals WHERE user_id = '$u'\")\" = '42.00 1' ]"
   check "commit: its change event leaves the outbox and reaches diary.changes" wait_for 10 "the change event" bash -c \
-    "kcat -C -b '$KAFKA_BOOTSTRAP' -t diary.changes -e -q -f '%s\n' 2>/dev/null | grep -q '\"event_id\": *\"$eid\"'"
+    "kcat -C -b '$KAFKA_BOOTSTRAP' -t diary.changes -e -q -f '%s\n' 2>/dev/null | grep -q '\"event_id\" *: *\"$eid\"'"
   note "worker-proxy: $(curl -s -m 5 "http://127.0.0.1:$wport/metrics" | grep -E '^diary_worker_(stale_batches_total|db_reconnects_total) ' | tr '\n' ' ')"
   oracle
   kill -TERM "$wpid"
