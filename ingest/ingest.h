@@ -15,6 +15,7 @@
 #define INGEST_INGEST_H
 
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <event2/http.h>
 #include <jansson.h>
 #include <libpq-fe.h>
@@ -35,6 +36,7 @@
 #include "revoke.h"
 #include "route.h"
 #include "token.h"
+#include "tokcache.h"
 #include "uuid.h"
 
 struct ingest_config {
@@ -47,7 +49,7 @@ struct ingest_config {
     long token_ttl;
     unsigned long long pw_ops;
     size_t pw_mem;
-    long hash_threads, read_pool, max_body, max_conns, req_timeout_ms, max_wait;
+    long hash_threads, read_pool, max_body, max_conns, req_timeout_ms, max_wait, linger_ms;
     char source[128];
     const char *group, *topic;
     const char *port_file; /* may be NULL */
@@ -68,6 +70,7 @@ struct ingest {
     pgpool_t *primary;        /* NULL without PG_PRIMARY_URL */
     replwait_t *primary_wait; /* waits on the primary's consumer_offsets; NULL likewise */
     revoke_t *revoke;
+    tokcache_t *tokens;      /* bearer tokens verified before (server.c) */
     uint8_t reqhash_key[32]; /* keys the requesthash (derived from the token key) */
     uint64_t primary_reads;  /* reads answered from the primary, for /metrics */
     counters_t *stats;
@@ -84,6 +87,14 @@ struct ingest {
     struct req *graveyard;
     struct event *reaper;
     bool draining;
+    /* Freed requests kept for the next ones (a request is ~2 KiB: reusing it spares malloc
+     * the work); at most SPARE_REQS (server.c), freed at teardown. */
+    struct req *spare;
+    long nspare;
+    int log_min; /* enum log_level: the access log is written at LOG_INFO and above */
+    /* The first firing of every request's timer (server.c), as a libevent common timeout:
+     * the same duration for all, so adding and removing it costs no heap work. */
+    const struct timeval *first_tv;
 
     /* Readiness (ops.c). */
     struct event *probe_ev;
@@ -112,8 +123,10 @@ struct req_write {
     char subject[UUID_STRLEN];     /* the user the event is about, also the Kafka key */
     char requesthash[REQHASH_HEXLEN];
     char time[EVT_TIMELEN]; /* the envelope's time */
-    json_t *data;           /* the event's data until serialised */
-    char *value;            /* the serialised envelope until librdkafka owns it */
+    json_t *data;           /* the event's data until serialised... */
+    char data_text[320];    /* ...or, when data_len > 0, the data already as compact JSON */
+    size_t data_len;
+    char *value; /* the serialised envelope until librdkafka owns it */
     size_t len;
     int64_t ifmatch;
     int attempts;
@@ -133,6 +146,8 @@ typedef void (*req_wait_cb)(struct req *r, enum replwait_status st);
 
 struct conn;
 
+#define REQ_KNOWN_HEADERS 10 /* the headers server.c's table names */
+
 struct req {
     struct ingest *app;
     struct evhttp_request *ev; /* NULL once answered */
@@ -145,13 +160,21 @@ struct req {
     char path[512];
     char rid[HDR_REQUEST_ID_MAX];
     char peer[64];
+    /* The request headers ingest reads, found in one pass over them on the first look-up
+     * (req_header); they point into evhttp's request and are read only while r->ev is set. */
+    const char *hdrv[REQ_KNOWN_HEADERS];
+    bool hdr_scanned;
     int64_t start_us;
     int64_t deadline_ms; /* on replwait_now_ms()'s clock */
 
     int refs;
     bool answered, cancelled, buried;
     int status;
-    struct event *deadline_ev, *eof_ev, *retry_ev;
+    /* The deadline timer; its first firing, EOF_GRACE_MS after arrival, only starts the EOF
+     * watch (see watch_eof in server.c). Both are set while has_deadline / has_eof. */
+    struct event deadline_ev, eof_ev;
+    bool has_deadline, has_eof, grace_over;
+    struct event *retry_ev;
 
     /* Authentication (ROUTE_AUTH routes). */
     struct token_claims claims;

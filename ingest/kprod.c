@@ -89,7 +89,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 kprod_t *kprod_new(struct event_base *base, const char *bootstrap, const char *client_id,
-                   kprod_dr_cb dr, char *err, size_t errlen)
+                   const char *const *settings, kprod_dr_cb dr, char *err, size_t errlen)
 {
     static const char *const extra[] = {"statistics.interval.ms", STATS_INTERVAL_MS, NULL};
     kprod_t *p = calloc(1, sizeof(*p));
@@ -106,6 +106,9 @@ kprod_t *kprod_new(struct event_base *base, const char *bootstrap, const char *c
     if (!conf)
         goto fail;
     for (const char *const *kv = extra; kv[0]; kv += 2)
+        if (rd_kafka_conf_set(conf, kv[0], kv[1], err, errlen) != RD_KAFKA_CONF_OK)
+            goto fail;
+    for (const char *const *kv = settings; kv && kv[0] && kv[1]; kv += 2)
         if (rd_kafka_conf_set(conf, kv[0], kv[1], err, errlen) != RD_KAFKA_CONF_OK)
             goto fail;
     rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);

@@ -18,9 +18,11 @@ typedef struct kprod kprod_t;
 typedef void (*kprod_dr_cb)(void *opaque, rd_kafka_resp_err_t err, int32_t partition,
                             int64_t offset);
 
-/* NULL with err on a bad setting or when librdkafka refuses to start. */
+/* NULL with err on a bad setting or when librdkafka refuses to start. settings: "key",
+ * "value" pairs (NULL-terminated, may be NULL) applied over kafka_producer_settings: ingest's
+ * own overrides (its linger). */
 kprod_t *kprod_new(struct event_base *base, const char *bootstrap, const char *client_id,
-                   kprod_dr_cb dr, char *err, size_t errlen);
+                   const char *const *settings, kprod_dr_cb dr, char *err, size_t errlen);
 
 /* Produces value (len bytes) with key to topic and the NULL-terminated name, value header
  * pairs. On RD_KAFKA_RESP_ERR_NO_ERROR librdkafka owns value (it frees it with free()) and the

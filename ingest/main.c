@@ -1,6 +1,9 @@
 /* diary-ingest: the HTTP node of the write path. Reads its settings from the environment
  * (shared/config.c), listens, and runs one event loop that serves HTTP, the producer's
- * delivery reports, the replica pool and the hash threads' results. SIGTERM or SIGINT
+ * delivery reports, the replica pool and the hash threads' results. The loop runs one pass at
+ * a time (EVLOOP_ONCE) so that what is cheaper done once per pass than once per request is
+ * done at the end of each pass: serving the delivery reports that arrived meanwhile, and
+ * writing the log lines the pass produced in one write. SIGTERM or SIGINT
  * drains it: stop accepting, finish what is in flight (replica waits end early with their
  * 202), flush the producer, answer what is left, free everything, exit 0. A second signal
  * cuts the drain short. Start-up errors exit 2 with a message.
@@ -29,6 +32,7 @@
 #define HASH_QUEUE_MAX   1024
 #define PRIMARY_POOL     2    /* connections to the primary, for Diary-Min-Position fallbacks */
 #define REVOKE_TICK_MS   1000 /* how often revocations are read from the replica */
+#define LOG_BUFFER       (64 * 1024) /* stderr's buffer, written out at the end of each pass */
 
 struct shutdown_state {
     struct ingest *app;
@@ -82,7 +86,8 @@ static int load_config(struct ingest_config *c, char *err, size_t errlen)
         config_long("DIARY_MAX_BODY", 1024, 64L * 1024 * 1024, &c->max_body, err, errlen) ||
         config_long("DIARY_MAX_CONNECTIONS", 1, 1000000, &c->max_conns, err, errlen) ||
         config_long("DIARY_REQUEST_TIMEOUT_MS", 100, 600000, &c->req_timeout_ms, err, errlen) ||
-        config_long("DIARY_MAX_WAIT", 0, 600, &c->max_wait, err, errlen))
+        config_long("DIARY_MAX_WAIT", 0, 600, &c->max_wait, err, errlen) ||
+        config_long("DIARY_INGEST_LINGER_MS", 0, 1000, &c->linger_ms, err, errlen))
         return -1;
     c->group = config_str("DIARY_GROUP");
     c->topic = config_str("DIARY_EVENTS_TOPIC");
@@ -139,6 +144,27 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
         replwait_shutdown(s->app->primary_wait);
     s->drain_until = replwait_now_ms() + DRAIN_GRACE_MS;
     event_add(s->drain, &tv);
+}
+
+/* What each loop pass ends with: the delivery reports that came in during the pass (one
+ * rd_kafka_poll for all of them rather than a wake-up per report), then the pass's log lines
+ * in one write. */
+static void pass_end(struct ingest *app)
+{
+    kprod_poll(app->prod);
+    fflush(stderr);
+}
+
+/* Runs the loop pass by pass until a loopbreak (the drain, a second signal). */
+static void serve(struct ingest *app)
+{
+    for (;;) {
+        int rc = event_base_loop(app->base, EVLOOP_ONCE);
+
+        pass_end(app);
+        if (rc != 0 || event_base_got_break(app->base) || event_base_got_exit(app->base))
+            break;
+    }
 }
 
 /* Lets libevent write out answers queued outside the loop. */
@@ -202,7 +228,20 @@ int main(int argc, char **argv)
         validate_unload();
         return rc;
     }
-    log_init("diary-ingest", log_level_parse(config_str("DIARY_LOG_LEVEL")));
+    /* Log lines (one per request) collect in stderr's buffer and go out at the end of each
+     * loop pass (pass_end) or when the buffer fills: one write instead of two per line.
+     * Other threads' lines wait at most until the next pass (the producer's tick is 100 ms);
+     * lines are never split, stdio's lock keeps them whole. */
+    setvbuf(stderr, NULL, _IOFBF, LOG_BUFFER);
+    app.log_min = (int)log_level_parse(config_str("DIARY_LOG_LEVEL"));
+    log_init("diary-ingest", (enum log_level)app.log_min);
+    /* libsodium's user-space generator (ChaCha20, keyed from the kernel once per thread,
+     * re-keyed after a fork) instead of a getrandom() system call for each request id and
+     * event id. */
+    if (randombytes_set_implementation(&randombytes_internal_implementation) != 0) {
+        fprintf(stderr, "diary-ingest: cannot select libsodium's random generator\n");
+        return 2;
+    }
     if (sodium_init() < 0) {
         fprintf(stderr, "diary-ingest: libsodium failed to initialise\n");
         return 2;
@@ -235,8 +274,18 @@ int main(int argc, char **argv)
     if (!app.cfg.source[0])
         snprintf(app.cfg.source, sizeof(app.cfg.source), "ingest/%s:%d", app.cfg.addr, app.port);
 
-    app.prod =
-        kprod_new(app.base, app.cfg.bootstrap, "diary-ingest", writes_delivered, err, sizeof(err));
+    {
+        /* Ingest's own linger rather than the shared one (which the worker's relay and
+         * diaryctl keep): a few milliseconds cost each write little at low load and, under
+         * load, give librdkafka far fewer and larger produce requests, so fewer wake-ups of
+         * its broker threads and fewer delivery reports for the loop. */
+        char linger[24];
+        const char *const settings[] = {"linger.ms", linger, NULL};
+
+        snprintf(linger, sizeof(linger), "%ld", app.cfg.linger_ms);
+        app.prod = kprod_new(app.base, app.cfg.bootstrap, "diary-ingest", settings,
+                             writes_delivered, err, sizeof(err));
+    }
     if (!app.prod)
         goto fail;
     app.pg = pgpool_new(app.base, app.cfg.replica_url, (int)app.cfg.read_pool, err, sizeof(err));
@@ -288,7 +337,7 @@ int main(int argc, char **argv)
         log_fields(LOG_INFO, NULL, "listening", kv);
     }
 
-    event_base_dispatch(app.base);
+    serve(&app);
 
     /* Shutdown: the loop has stopped. Stop accepting (if a second signal skipped the drain),
      * let the broker acknowledge what it has, answer what is left, then free in an order

@@ -13,7 +13,13 @@
  *   it; its limit is therefore set above DIARY_MAX_BODY, and this file answers
  *   problem+json for bodies between the two.
  * - 2.1 has no per-connection callback at accept time, so connections are counted from
- *   their first request; one beyond DIARY_MAX_CONNECTIONS is answered 503 and closed. */
+ *   their first request; one beyond DIARY_MAX_CONNECTIONS is answered 503 and closed.
+ *
+ * Per request, the hot path avoids what costs most: the EOF watch (an epoll change to start
+ * it and one to stop it) starts only for a request still unanswered EOF_GRACE_MS after its
+ * arrival, by the first firing of its deadline timer; the access log line is formatted
+ * straight into stderr's buffer (alog.c), which main.c writes out once per loop pass; request
+ * structures are reused. */
 #include "ingest.h"
 
 #include <errno.h>
@@ -23,6 +29,7 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <search.h>
+#include <sys/queue.h>
 #include <sodium.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -31,6 +38,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "alog.h"
 #include "http.h"
 #include "log.h"
 #include "validate.h"
@@ -39,6 +47,15 @@
 #define MIN_POS_WAIT_MS    2000 /* Diary-Min-Position: longest wait for the replica... */
 #define REPLICA_WAIT_MS    1000 /* ...or this long, when the primary can answer instead */
 #define STATUS_CLIENT_GONE 499  /* logged for requests whose client left (nginx's convention) */
+#define EOF_GRACE_MS       50   /* a request unanswered after this long watches for EOF */
+#define TOKEN_CACHE_SLOTS  4096 /* verified bearer tokens remembered (~0.9 MiB) */
+/* Freed requests kept for reuse. None under AddressSanitizer, so that it still sees every
+ * use of a request after its end. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SPARE_REQS 0
+#else
+#define SPARE_REQS 1024
+#endif
 
 static const struct route routes[] = {
     {ROUTE_POST, "/v1/users", writes_user_create, ROUTE_BODY, "user.register", NULL},
@@ -111,6 +128,27 @@ struct conn {
 
 static void finish(struct req *r, int status);
 
+/* Copies src into dst (size bytes), cut short if need be: snprintf's "%s" without its cost. */
+static void copy_text(char *dst, size_t size, const char *src)
+{
+    size_t n = src ? strnlen(src, size - 1) : 0;
+
+    if (n)
+        memmove(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* The decimal digits of v >= 0 at the end of buf[BUFLEN]; returns where they start. */
+static char *digits_of(uint64_t v, char *end)
+{
+    *--end = '\0';
+    do {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return end;
+}
+
 int64_t ingest_now_us(void)
 {
     struct timespec ts;
@@ -148,18 +186,35 @@ void req_release(struct req *r)
 {
     if (r->refs <= 0) {
         log_error(r->rid, "request reference count underflow");
+        fflush(stderr); /* the log is buffered: see main.c */
         abort();
     }
     r->refs--;
     maybe_bury(r);
 }
 
+/* A zeroed request, reused from the spares when there is one; NULL on ENOMEM. */
+static struct req *req_alloc(struct ingest *app)
+{
+    struct req *r = app->spare;
+
+    if (!r)
+        return calloc(1, sizeof(*r));
+    app->spare = r->grave_next;
+    app->nspare--;
+    memset(r, 0, sizeof(*r));
+    return r;
+}
+
+/* Frees what the request owns, then keeps it as a spare or frees it. */
 static void req_free(struct req *r)
 {
-    if (r->deadline_ev)
-        event_free(r->deadline_ev);
-    if (r->eof_ev)
-        event_free(r->eof_ev);
+    struct ingest *app = r->app;
+
+    if (r->has_deadline)
+        event_del(&r->deadline_ev);
+    if (r->has_eof)
+        event_del(&r->eof_ev);
     if (r->retry_ev)
         event_free(r->retry_ev);
     /* A request evhttp detached from a dead connection is ours; freeing it is all that is
@@ -171,7 +226,13 @@ static void req_free(struct req *r)
     batch_free(r->batch);
     json_decref(r->w.data);
     free(r->w.value);
-    r->app->nreqs--;
+    app->nreqs--;
+    if (app->nspare < SPARE_REQS) {
+        r->grave_next = app->spare;
+        app->spare = r;
+        app->nspare++;
+        return;
+    }
     free(r);
 }
 
@@ -193,10 +254,10 @@ static void reaper_cb(evutil_socket_t fd, short what, void *arg)
 /* Stops everything the request owns that could still call back into it. */
 static void disarm(struct req *r)
 {
-    if (r->deadline_ev)
-        event_del(r->deadline_ev);
-    if (r->eof_ev)
-        event_del(r->eof_ev);
+    if (r->has_deadline)
+        event_del(&r->deadline_ev);
+    if (r->has_eof)
+        event_del(&r->eof_ev);
     if (r->retry_ev)
         event_del(r->retry_ev);
     if (r->waiting_on && replwait_remove(r->waiting_on, &r->wnode)) {
@@ -221,6 +282,42 @@ static void unlink_live(struct req *r)
     app->nlive--;
 }
 
+/* Writes the access log line: formatted straight into stderr's buffer when no value needs
+ * a JSON escape (the usual case), else through log_fields. */
+static void access_log(struct req *r, const char *const *kv)
+{
+    char ts[ALOG_TSLEN], line[2048];
+    size_t n;
+
+    if (r->app->log_min > LOG_INFO)
+        return;
+    alog_clock(ts);
+    n = alog_format(line, sizeof(line), ts, "info", "diary-ingest", "request", r->rid, kv);
+    if (n)
+        fwrite(line, 1, n, stderr);
+    else
+        log_fields(LOG_INFO, r->rid, "request", kv);
+}
+
+/* The decimal form of a non-negative count of microseconds in milliseconds with three
+ * decimals, as printf's "%.3f" of us / 1000.0 prints it. */
+static void format_ms(int64_t us, char *out, size_t outlen)
+{
+    char buf[32], *p;
+    int frac;
+
+    if (us < 0)
+        us = 0;
+    frac = (int)(us % 1000);
+    p = digits_of((uint64_t)us / 1000, buf + sizeof(buf) - 4);
+    buf[sizeof(buf) - 5] = '.';
+    buf[sizeof(buf) - 4] = (char)('0' + frac / 100);
+    buf[sizeof(buf) - 3] = (char)('0' + frac / 10 % 10);
+    buf[sizeof(buf) - 2] = (char)('0' + frac % 10);
+    buf[sizeof(buf) - 1] = '\0';
+    copy_text(out, outlen, p);
+}
+
 /* The request is answered (or given up): log it, count it, and let it go once no operation
  * refers to it any more. */
 static void finish(struct req *r, int status)
@@ -238,8 +335,8 @@ static void finish(struct req *r, int status)
         r->conn = NULL;
     }
     unlink_live(r);
-    snprintf(st, sizeof(st), "%d", status);
-    snprintf(dur, sizeof(dur), "%.3f", (double)(ingest_now_us() - r->start_us) / 1000.0);
+    copy_text(st, sizeof(st), digits_of((uint64_t)(status > 0 ? status : 0), st + sizeof(st)));
+    format_ms(ingest_now_us() - r->start_us, dur, sizeof(dur));
     kv[i++] = "method", kv[i++] = r->method;
     kv[i++] = "path", kv[i++] = r->path;
     kv[i++] = "status", kv[i++] = st;
@@ -248,7 +345,7 @@ static void finish(struct req *r, int status)
     if (r->user[0])
         kv[i++] = "user_id", kv[i++] = r->user;
     kv[i] = NULL;
-    log_fields(LOG_INFO, r->rid, "request", kv);
+    access_log(r, kv);
     counters_request(r->app->stats, r->route ? r->route_idx : NROUTES, status);
     maybe_bury(r);
 }
@@ -330,9 +427,62 @@ static struct conn *conn_get(struct ingest *app, struct evhttp_connection *evcon
 
 /* ---- answers --------------------------------------------------------------------------- */
 
+/* The headers ingest reads, spelt as its callers spell them. */
+static const char *const known_headers[REQ_KNOWN_HEADERS] = {
+    "Prefer",        "If-Match",       "traceparent",     "Content-Type",      "X-Request-Id",
+    "Authorization", "Content-Length", "Idempotency-Key", "Diary-Occurred-At", "Diary-Min-Position",
+};
+
+/* The index of name in known_headers (an exact match), or -1. */
+static int known_header(const char *name)
+{
+    size_t n = strlen(name);
+
+    for (int i = 0; i < REQ_KNOWN_HEADERS; i++)
+        if (strlen(known_headers[i]) == n && memcmp(known_headers[i], name, n) == 0)
+            return i;
+    return -1;
+}
+
+/* One pass over the request's headers: the first value of each known one, as
+ * evhttp_find_header would find it. */
+static void scan_headers(struct req *r)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(r->ev);
+    struct evkeyval *h;
+    int found = 0;
+
+    r->hdr_scanned = true;
+    TAILQ_FOREACH(h, in, next)
+    {
+        size_t n = strlen(h->key);
+
+        for (int i = 0; i < REQ_KNOWN_HEADERS; i++) {
+            if (r->hdrv[i] || strlen(known_headers[i]) != n ||
+                evutil_ascii_strcasecmp(known_headers[i], h->key) != 0)
+                continue;
+            r->hdrv[i] = h->value;
+            found++;
+            break;
+        }
+        if (found == REQ_KNOWN_HEADERS)
+            break;
+    }
+}
+
 const char *req_header(const struct req *r, const char *name)
 {
-    return r->ev ? evhttp_find_header(evhttp_request_get_input_headers(r->ev), name) : NULL;
+    struct req *m = (struct req *)r; /* the scan is a cache: the request does not change */
+    int i;
+
+    if (!r->ev)
+        return NULL;
+    i = known_header(name);
+    if (i < 0)
+        return evhttp_find_header(evhttp_request_get_input_headers(r->ev), name);
+    if (!r->hdr_scanned)
+        scan_headers(m);
+    return r->hdrv[i];
 }
 
 void req_add_header(struct req *r, const char *name, const char *value)
@@ -356,18 +506,13 @@ static bool reply_begin(struct req *r)
 
 void req_reply_text(struct req *r, int status, const char *ctype, const char *body, size_t len)
 {
-    struct evbuffer *buf;
-
     if (!reply_begin(r))
         return;
-    buf = evbuffer_new();
-    if (buf && body)
-        evbuffer_add(buf, body, len);
+    if (body)
+        evbuffer_add(evhttp_request_get_output_buffer(r->ev), body, len);
     if (ctype)
         evhttp_add_header(evhttp_request_get_output_headers(r->ev), "Content-Type", ctype);
-    evhttp_send_reply(r->ev, status, http_reason(status), buf);
-    if (buf)
-        evbuffer_free(buf);
+    evhttp_send_reply(r->ev, status, http_reason(status), NULL);
     finish(r, status);
 }
 
@@ -569,10 +714,24 @@ json_t *pgval_string(const PGresult *res, int row, int col)
 
 /* ---- dispatch -------------------------------------------------------------------------- */
 
+static void watch_eof(struct req *r);
+
 static void deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct req *r = arg;
+    int64_t left = r->deadline_ms - replwait_now_ms();
     char detail[96];
+
+    if (!r->grace_over) {
+        /* The first firing: the request is slow enough to be worth watching for EOF. */
+        r->grace_over = true;
+        watch_eof(r);
+        if (left > 0) {
+            struct timeval tv = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
+            if (evtimer_add(&r->deadline_ev, &tv) == 0)
+                return;
+        }
+    }
 
     snprintf(detail, sizeof(detail), "no answer within %ld ms; a write may still be applied",
              r->app->cfg.req_timeout_ms);
@@ -591,7 +750,7 @@ static void eof_cb(evutil_socket_t fd, short what, void *arg)
     if (n > 0)
         return;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-        event_add(r->eof_ev, NULL);
+        event_add(&r->eof_ev, NULL);
         return;
     }
     abandon(r, n == 0 ? "the client closed the connection" : strerror(errno));
@@ -603,11 +762,12 @@ static void watch_eof(struct req *r)
     struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
     evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
 
-    if (fd < 0)
+    if (fd < 0 || r->has_eof)
         return;
-    r->eof_ev = event_new(r->app->base, fd, EV_READ, eof_cb, r);
-    if (r->eof_ev)
-        event_add(r->eof_ev, NULL);
+    if (event_assign(&r->eof_ev, r->app->base, fd, EV_READ, eof_cb, r) != 0)
+        return;
+    r->has_eof = true;
+    event_add(&r->eof_ev, NULL);
 }
 
 static bool authenticate(struct req *r)
@@ -616,7 +776,7 @@ static bool authenticate(struct req *r)
     const char *detail = "an Authorization: Bearer token is required";
 
     if (tok) {
-        switch (token_verify(r->app->cfg.token_key, tok, (int64_t)time(NULL), &r->claims)) {
+        switch (tokcache_verify(r->app->tokens, tok, (int64_t)time(NULL), &r->claims)) {
         case TOKEN_OK:
             switch (revoke_check(r->app->revoke, &r->claims)) {
             case REVOKE_OK:
@@ -699,10 +859,68 @@ static bool body_size_ok(struct req *r)
     return have <= (size_t)r->app->cfg.max_body;
 }
 
+/* Appends the errors of more (stolen, may be NULL) to *errors, made on first need. */
+static void add_errors(json_t **errors, json_t *more)
+{
+    if (!more)
+        return;
+    if (!*errors)
+        *errors = json_array();
+    json_array_extend(*errors, more);
+    json_decref(more);
+}
+
+/* True when the path parameter passes its rule for certain without building the JSON that
+ * validate_body checks: a UUID, a date or a choice whose value is one. Anything else (another
+ * kind, a value that fails) goes through validate_body, which words the error. */
+static bool path_param_ok(const char *name, const char *value)
+{
+    const struct vrule *rule = validate_rule(path_schema, name);
+
+    if (!rule)
+        return false;
+    switch (rule->kind) {
+    case V_UUID:
+        return uuid_valid(value);
+    case V_DATE:
+        return validate_date(value);
+    case V_ENUM:
+        for (size_t i = 0; i < rule->choice_count; i++)
+            if (strcmp(rule->choices[i], value) == 0)
+                return true;
+        return false;
+    default:
+        return false;
+    }
+}
+
+/* The path parameters' errors (a new array), NULL when they are valid. */
+static json_t *path_errors(const struct req *r)
+{
+    json_t *params, *errs;
+    bool all_ok = true;
+    char name[32];
+
+    for (int i = 0; i < r->params.count && all_ok; i++) {
+        snprintf(name, sizeof(name), "%.*s", (int)r->params.namelens[i], r->params.names[i]);
+        all_ok = path_param_ok(name, r->params.values[i]);
+    }
+    if (all_ok)
+        return NULL;
+    params = json_object();
+    for (int i = 0; i < r->params.count; i++) {
+        snprintf(name, sizeof(name), "%.*s", (int)r->params.namelens[i], r->params.names[i]);
+        json_object_set_new(params, name, json_string(r->params.values[i]));
+    }
+    errs = validate_body(path_schema, params);
+    json_decref(params);
+    return errs;
+}
+
 static void dispatch(struct req *r)
 {
     const struct route *rt = r->route;
-    json_t *errors;
+    json_t *errors = NULL;
 
     if ((rt->flags & ROUTE_BODY) && !body_size_ok(r)) {
         char detail[96];
@@ -713,34 +931,18 @@ static void dispatch(struct req *r)
     if ((rt->flags & ROUTE_AUTH) && !authenticate(r))
         return;
 
-    errors = json_array();
-    if (r->params.count > 0) {
-        json_t *params = json_object(), *perrs;
-
-        for (int i = 0; i < r->params.count; i++) {
-            char name[32];
-            snprintf(name, sizeof(name), "%.*s", (int)r->params.namelens[i], r->params.names[i]);
-            json_object_set_new(params, name, json_string(r->params.values[i]));
-        }
-        perrs = validate_body(path_schema, params);
-        json_decref(params);
-        if (perrs) {
-            json_array_extend(errors, perrs);
-            json_decref(perrs);
-        }
-    }
+    if (r->params.count > 0)
+        add_errors(&errors, path_errors(r));
     {
         const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(r->ev);
         const char *q = uri ? evhttp_uri_get_query(uri) : NULL;
-        json_t *qerrs = NULL;
 
-        if (query_schemas[r->route_idx])
-            qerrs = validate_query(query_schemas[r->route_idx], q, &r->query);
-        else if (q && *q)
-            validate_add_error(errors, "query", "this resource takes no query parameters");
-        if (qerrs) {
-            json_array_extend(errors, qerrs);
-            json_decref(qerrs);
+        if (query_schemas[r->route_idx]) {
+            add_errors(&errors, validate_query(query_schemas[r->route_idx], q, &r->query));
+        } else if (q && *q) {
+            json_t *qerrs = json_array();
+            validate_add_error(qerrs, "query", "this resource takes no query parameters");
+            add_errors(&errors, qerrs);
         }
     }
 
@@ -767,10 +969,7 @@ static void dispatch(struct req *r)
             return;
         }
         verrs = validate_body(body_schemas[r->route_idx], r->body);
-        if (verrs) {
-            json_array_extend(errors, verrs);
-            json_decref(verrs);
-        }
+        add_errors(&errors, verrs);
     }
     if (json_array_size(errors) > 0) {
         req_problem(r, 422, "validation", "one or more fields are not valid", errors);
@@ -839,7 +1038,7 @@ static void request_id(struct req *r)
     uint8_t raw[16];
 
     if (hdr_request_id_ok(given)) {
-        snprintf(r->rid, sizeof(r->rid), "%s", given);
+        copy_text(r->rid, sizeof(r->rid), given);
         return;
     }
     randombytes_buf(raw, sizeof(raw));
@@ -852,8 +1051,7 @@ static void request_cb(struct evhttp_request *ev, void *arg)
     struct evhttp_connection *evcon = evhttp_request_get_connection(ev);
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ev);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
-    struct req *r = calloc(1, sizeof(*r));
-    struct timeval tv;
+    struct req *r = req_alloc(app);
     unsigned allow = 0;
     bool fresh;
     char *peer = NULL;
@@ -876,11 +1074,11 @@ static void request_cb(struct evhttp_request *ev, void *arg)
     req_hold(r); /* dispatch's own reference, released at the end of this function */
 
     request_id(r);
-    snprintf(r->method, sizeof(r->method), "%s", method_text(evhttp_request_get_command(ev)));
-    snprintf(r->path, sizeof(r->path), "%s", path ? path : "");
+    copy_text(r->method, sizeof(r->method), method_text(evhttp_request_get_command(ev)));
+    copy_text(r->path, sizeof(r->path), path ? path : "");
     if (evcon) {
         evhttp_connection_get_peer(evcon, &peer, &port);
-        snprintf(r->peer, sizeof(r->peer), "%s", peer ? peer : "");
+        copy_text(r->peer, sizeof(r->peer), peer ? peer : "");
     }
 
     r->conn = evcon ? conn_get(app, evcon, &fresh) : NULL;
@@ -922,16 +1120,14 @@ static void request_cb(struct evhttp_request *ev, void *arg)
     }
     r->route_idx = (size_t)(r->route - routes);
 
-    r->deadline_ev = evtimer_new(app->base, deadline_cb, r);
-    tv.tv_sec = app->cfg.req_timeout_ms / 1000;
-    tv.tv_usec = (app->cfg.req_timeout_ms % 1000) * 1000;
-    if (!r->deadline_ev || evtimer_add(r->deadline_ev, &tv) != 0) {
+    /* The timer fires first when the EOF grace is over, then at the deadline. */
+    if (evtimer_assign(&r->deadline_ev, app->base, deadline_cb, r) != 0 ||
+        evtimer_add(&r->deadline_ev, app->first_tv) != 0) {
         req_unavailable(r, "out of memory");
         goto out;
     }
+    r->has_deadline = true;
     dispatch(r);
-    if (req_live(r))
-        watch_eof(r);
 out:
     req_release(r);
 }
@@ -982,9 +1178,21 @@ int server_setup(struct ingest *app, char *err, size_t errlen)
     app->stats = counters_new(route_labels, NROUTES);
     app->reaper = event_new(app->base, -1, 0, reaper_cb, app);
     app->http = evhttp_new(app->base);
-    if (!app->stats || !app->reaper || !app->http) {
+    app->tokens = tokcache_new(app->cfg.token_key, TOKEN_CACHE_SLOTS);
+    if (!app->stats || !app->reaper || !app->http || !app->tokens) {
         snprintf(err, errlen, "out of memory");
         return -1;
+    }
+    {
+        long first_ms =
+            app->cfg.req_timeout_ms < EOF_GRACE_MS ? app->cfg.req_timeout_ms : EOF_GRACE_MS;
+        struct timeval tv = {first_ms / 1000, (first_ms % 1000) * 1000};
+
+        app->first_tv = event_base_init_common_timeout(app->base, &tv);
+        if (!app->first_tv) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
     }
     /* evhttp's own limit is a backstop above ours: see the comment at the top. */
     if (hard_body < app->cfg.max_body + 65536)
@@ -1045,6 +1253,14 @@ void server_teardown(struct ingest *app)
     if (app->reaper)
         event_free(app->reaper);
     app->reaper = NULL;
+    while (app->spare) {
+        struct req *r = app->spare;
+        app->spare = r->grave_next;
+        free(r);
+    }
+    app->nspare = 0;
     counters_destroy(app->stats);
     app->stats = NULL;
+    tokcache_destroy(app->tokens);
+    app->tokens = NULL;
 }

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "alog.h"
 #include "http.h"
 #include "log.h"
 #include "validate.h"
@@ -250,12 +251,23 @@ static const struct write_kind kinds[] = {
 
 /* ---- answers ---------------------------------------------------------------------------- */
 
+/* Copies src into dst (size bytes), cut short if need be: snprintf's "%s" without its cost. */
+static void copy_text(char *dst, size_t size, const char *src)
+{
+    size_t n = src ? strnlen(src, size - 1) : 0;
+
+    if (n)
+        memmove(dst, src, n);
+    dst[n] = '\0';
+}
+
 static void add_write_headers(struct req *r)
 {
     char pos[POSITION_STRLEN], loc[64], pref[32];
 
     position_format(&r->w.pos, pos);
-    snprintf(loc, sizeof(loc), "/v1/events/%s", r->w.event_id);
+    memcpy(loc, "/v1/events/", 11);
+    copy_text(loc + 11, sizeof(loc) - 11, r->w.event_id);
     req_add_header(r, "Location", loc);
     req_add_header(r, "Diary-Position", pos);
     if (r->w.wait_secs > 0) {
@@ -264,19 +276,25 @@ static void add_write_headers(struct req *r)
     }
 }
 
-/* 202: the broker has the write; the worker will apply it. */
+/* 202: the broker has the write; the worker will apply it. The body is written as text: its
+ * members are a UUID, a position and a constant, none of which needs a JSON escape. */
 static void answer_accepted(struct req *r)
 {
-    char pos[POSITION_STRLEN];
-    json_t *body;
+    char pos[POSITION_STRLEN], body[256];
+    int n;
 
     position_format(&r->w.pos, pos);
-    body = json_pack("{s:s, s:s, s:s}", "event_id", r->w.event_id, "position", pos, "status",
-                     "pending");
     if (r->w.resource_id[0])
-        json_object_set_new(body, "id", json_string(r->w.resource_id));
+        n = snprintf(body, sizeof(body),
+                     "{\"event_id\":\"%s\",\"position\":\"%s\",\"status\":\"pending\","
+                     "\"id\":\"%s\"}\n",
+                     r->w.event_id, pos, r->w.resource_id);
+    else
+        n = snprintf(body, sizeof(body),
+                     "{\"event_id\":\"%s\",\"position\":\"%s\",\"status\":\"pending\"}\n",
+                     r->w.event_id, pos);
     add_write_headers(r);
-    req_reply(r, 202, body);
+    req_reply_text(r, 202, "application/json", body, (size_t)n);
 }
 
 json_t *writes_problem_object(const char *problem_text, const char *reason)
@@ -417,36 +435,53 @@ void writes_delivered(void *opaque, rd_kafka_resp_err_t err, int32_t partition, 
 
 /* ---- producing -------------------------------------------------------------------------- */
 
-/* The envelope of an event about subject; data is stolen. The caller frees the result;
- * NULL on ENOMEM. */
+/* The envelope of an event about subject; data is stolen. Written straight into the one
+ * buffer librdkafka will own (evt_write), the data dumped into a stack buffer on the way. The
+ * caller frees the result; NULL on ENOMEM. */
 static char *envelope(struct req *r, const char *type, const char *event_id, const char *subject,
                       json_t *data, int64_t ifmatch, const char *requesthash, char *time_out,
-                      size_t *len)
+                      size_t *len, const char *data_text, size_t data_len)
 {
-    struct evt e;
     const char *tp = req_header(r, "traceparent"), *at = req_header(r, "Diary-Occurred-At");
-    char *value;
+    char time[EVT_TIMELEN], stack[1024], *heap = NULL, *value = NULL;
+    struct evt_view v = {
+        .id = event_id,
+        .type = type,
+        .subject = subject,
+        .source = r->app->cfg.source,
+        .time = time,
+        .requestid = r->rid,
+        /* The limits of struct evt's fields, which evt_parse keeps to. */
+        .traceparent = hdr_traceparent_ok(tp) && strlen(tp) < 64 ? tp : NULL,
+        .occurredat = hdr_rfc3339_ok(at) ? at : NULL,
+        .clientaddr = r->peer,
+        .requesthash = requesthash,
+        .ifmatch = ifmatch,
+    };
+    size_t n = 0;
 
-    memset(&e, 0, sizeof(e));
-    snprintf(e.id, sizeof(e.id), "%s", event_id);
-    snprintf(e.type, sizeof(e.type), "%s", type);
-    snprintf(e.subject, sizeof(e.subject), "%s", subject);
-    snprintf(e.source, sizeof(e.source), "%s", r->app->cfg.source);
-    evt_time_now(e.time);
-    snprintf(e.requestid, sizeof(e.requestid), "%s", r->rid);
-    if (hdr_traceparent_ok(tp) && strlen(tp) < sizeof(e.traceparent))
-        snprintf(e.traceparent, sizeof(e.traceparent), "%s", tp);
-    if (hdr_rfc3339_ok(at))
-        snprintf(e.occurredat, sizeof(e.occurredat), "%s", at);
-    snprintf(e.clientaddr, sizeof(e.clientaddr), "%s", r->peer);
-    e.ifmatch = ifmatch;
-    if (requesthash)
-        snprintf(e.requesthash, sizeof(e.requesthash), "%s", requesthash);
-    e.data = data;
-    value = evt_serialize(&e, len);
-    json_decref(data);
+    alog_clock(time);
+    if (data_len > 0) {
+        v.data = data_text;
+        v.datalen = data_len;
+    } else if (data) {
+        const size_t flags = JSON_COMPACT | JSON_PRESERVE_ORDER;
+        n = json_dumpb(data, stack, sizeof(stack), flags);
+        if (n > sizeof(stack)) {
+            heap = json_dumps(data, flags);
+            n = heap ? strlen(heap) : 0;
+        }
+        if (n == 0)
+            goto out;
+        v.data = heap ? heap : stack;
+        v.datalen = n;
+    }
+    value = evt_write(&v, len);
     if (time_out)
-        memcpy(time_out, e.time, EVT_TIMELEN);
+        memcpy(time_out, time, EVT_TIMELEN);
+out:
+    free(heap);
+    json_decref(data);
     return value;
 }
 
@@ -470,7 +505,7 @@ rd_kafka_resp_err_t writes_send(struct req *r, struct wmsg *m, const char *type,
                                 const char *event_id, json_t *data, const char *requesthash)
 {
     size_t len = 0;
-    char *value = envelope(r, type, event_id, r->user, data, 0, requesthash, NULL, &len);
+    char *value = envelope(r, type, event_id, r->user, data, 0, requesthash, NULL, &len, NULL, 0);
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__FAIL;
 
     for (int i = 0; value && i < SEND_ATTEMPTS; i++) {
@@ -523,7 +558,7 @@ static void try_send(struct req *r)
 static void produce(struct req *r)
 {
     r->w.value = envelope(r, r->w.kind->type, r->w.event_id, r->w.subject, r->w.data, r->w.ifmatch,
-                          r->w.requesthash, r->w.time, &r->w.len);
+                          r->w.requesthash, r->w.time, &r->w.len, r->w.data_text, r->w.data_len);
     r->w.data = NULL; /* the envelope is all that goes on */
     if (!r->w.value) {
         req_unavailable(r, "out of memory");
@@ -565,11 +600,22 @@ static void child_id(const char *event_id, const char *label, char out[UUID_STRL
 void writes_request_hash(const struct ingest *app, const char *method, const char *path,
                          json_t *body, char out[REQHASH_HEXLEN])
 {
+    const size_t flags = JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY;
     crypto_generichash_state st;
     uint8_t h[32];
-    char lower[512];
-    char *canon = body ? json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY) : NULL;
-    size_t i;
+    char lower[512], stack[1024], *heap = NULL;
+    const char *canon = NULL;
+    size_t i, clen = 0;
+
+    /* The canonical body in a stack buffer when it fits, else on the heap. */
+    if (body) {
+        clen = json_dumpb(body, stack, sizeof(stack), flags);
+        if (clen > sizeof(stack)) {
+            heap = json_dumps(body, flags);
+            clen = heap ? strlen(heap) : 0;
+        }
+        canon = heap ? heap : stack;
+    }
 
     for (i = 0; path[i] && i < sizeof(lower) - 1; i++)
         lower[i] = (char)tolower((unsigned char)path[i]);
@@ -580,10 +626,10 @@ void writes_request_hash(const struct ingest *app, const char *method, const cha
     crypto_generichash_update(&st, (const uint8_t *)lower, strlen(lower));
     crypto_generichash_update(&st, (const uint8_t *)"\n", 1);
     if (canon)
-        crypto_generichash_update(&st, (const uint8_t *)canon, strlen(canon));
+        crypto_generichash_update(&st, (const uint8_t *)canon, clen);
     crypto_generichash_final(&st, h, sizeof(h));
     sodium_bin2hex(out, REQHASH_HEXLEN, h, sizeof(h));
-    free(canon);
+    free(heap);
 }
 
 /* ---- the common path of a write --------------------------------------------------------- */
@@ -598,14 +644,14 @@ static bool begin(struct req *r, const struct write_kind *kind)
     r->w.kind = kind;
     r->w.msg.r = r;
     r->w.msg.item = -1;
-    snprintf(r->w.subject, sizeof(r->w.subject), "%s", r->user);
+    copy_text(r->w.subject, sizeof(r->w.subject), r->user);
     if (hdr_prefer_wait(req_header(r, "Prefer"), &secs) && secs > 0 && r->app->cfg.max_wait > 0)
         r->w.wait_secs = secs < r->app->cfg.max_wait ? secs : r->app->cfg.max_wait;
     if (key && !hdr_idempotency_key_ok(key)) {
         req_invalid(r, "Idempotency-Key", "must be 1 to 255 visible ASCII characters");
         return false;
     }
-    snprintf(r->w.key, sizeof(r->w.key), "%s", key ? key : "");
+    copy_text(r->w.key, sizeof(r->w.key), key ? key : "");
     if (kind->ifmatch && im && hdr_if_match(im, &r->w.ifmatch) != 0) {
         req_invalid(r, "If-Match", "must be one version tag, \"N\" or W/\"N\"");
         return false;
@@ -808,7 +854,7 @@ void writes_food_create(struct req *r)
 /* The {id} or {food_id} path parameter, lower-cased as the database prints UUIDs. */
 static void path_uuid(const struct req *r, const char *name, char out[UUID_STRLEN])
 {
-    snprintf(out, UUID_STRLEN, "%s", route_param(&r->params, name));
+    copy_text(out, UUID_STRLEN, route_param(&r->params, name));
     for (char *p = out; *p; p++)
         *p = (char)tolower((unsigned char)*p);
 }
@@ -838,9 +884,32 @@ void writes_food_delete(struct req *r)
 /* The natural key of an entry: {date}/{meal}/{food_id}. */
 static void entry_key(struct req *r)
 {
-    snprintf(r->w.date, sizeof(r->w.date), "%s", route_param(&r->params, "date"));
-    snprintf(r->w.meal, sizeof(r->w.meal), "%s", route_param(&r->params, "meal"));
+    copy_text(r->w.date, sizeof(r->w.date), route_param(&r->params, "date"));
+    copy_text(r->w.meal, sizeof(r->w.meal), route_param(&r->params, "meal"));
     path_uuid(r, "food_id", r->w.food_id);
+}
+
+/* The data of diary.entry.set.v1 written as text, byte for byte what jansson dumps for the
+ * object json_pack would build (the ids, the date and the meal were validated and need no
+ * escape; the amount is dumped by jansson). False when it does not fit: build the object. */
+static bool entry_set_text(struct req *r)
+{
+    struct req_write *w = &r->w;
+    char amount[64];
+    size_t an = json_dumpb(json_object_get(r->body, "amount"), amount, sizeof(amount),
+                           JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    int n;
+
+    if (an == 0 || an >= sizeof(amount))
+        return false;
+    n = snprintf(w->data_text, sizeof(w->data_text),
+                 "{\"entry_id\":\"%s\",\"date\":\"%s\",\"meal_type\":\"%s\",\"food_id\":\"%s\","
+                 "\"amount\":%.*s}",
+                 w->resource_id, w->date, w->meal, w->food_id, (int)an, amount);
+    if (n <= 0 || (size_t)n >= sizeof(w->data_text))
+        return false;
+    w->data_len = (size_t)n;
+    return true;
 }
 
 void writes_entry_set(struct req *r)
@@ -849,9 +918,10 @@ void writes_entry_set(struct req *r)
         return;
     ids(r);
     entry_key(r);
-    r->w.data =
-        json_pack("{s:s, s:s, s:s, s:s, s:o}", "entry_id", r->w.resource_id, "date", r->w.date,
-                  "meal_type", r->w.meal, "food_id", r->w.food_id, "amount", body_get(r, "amount"));
+    if (!entry_set_text(r))
+        r->w.data = json_pack("{s:s, s:s, s:s, s:s, s:o}", "entry_id", r->w.resource_id, "date",
+                              r->w.date, "meal_type", r->w.meal, "food_id", r->w.food_id, "amount",
+                              body_get(r, "amount"));
     submit(r);
 }
 

@@ -30,6 +30,8 @@ static const struct config_entry config_entries[] = {
     {"DIARY_MAX_CONNECTIONS", "10000", "ingest: open client connections at most"},
     {"DIARY_REQUEST_TIMEOUT_MS", "30000", "ingest: absolute deadline of one request"},
     {"DIARY_MAX_WAIT", "30", "ingest: largest Prefer: wait=N honoured, seconds"},
+    {"DIARY_INGEST_LINGER_MS", "3",
+     "ingest: linger.ms of its producer (larger batches to the broker under load, in exchange for latency)"},
     {"DIARY_SOURCE", NULL,
      "ingest: CloudEvents source of this node (default ingest/<host>:<port>)"},
     {"DIARY_GROUP", "diary-apply", "worker: consumer group, also the key of consumer_offsets"},

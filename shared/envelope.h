@@ -35,6 +35,26 @@ struct evt {
 /* Serialises e; the caller frees the result with free(). NULL on allocation failure. */
 char *evt_serialize(const struct evt *e, size_t *len);
 
+/* The members of an envelope as borrowed strings, for a writer that has them at hand and
+ * should not copy them into a struct evt first. NULL or "" leaves an optional member
+ * (traceparent, occurredat, clientaddr, requesthash) out; requestid is always written ("" for
+ * NULL); ifmatch 0 leaves it out. data is the event's data already serialised as compact JSON
+ * (datalen bytes, an object), written as it is. */
+struct evt_view {
+    const char *id, *type, *subject, *source, *time, *requestid;
+    const char *traceparent, *occurredat, *clientaddr, *requesthash;
+    int64_t ifmatch;
+    const char *data;
+    size_t datalen;
+};
+
+/* Writes the envelope of v straight into one buffer, byte for byte what evt_serialize writes
+ * for the same members (its member order, jansson's compact form and string escapes), without
+ * building a JSON tree. The caller frees the result with free(). NULL on allocation failure
+ * or when a required member is not valid UTF-8 (an optional one that is not is left out, as
+ * jansson would). */
+char *evt_write(const struct evt_view *v, size_t *len);
+
 /* Parses and checks buf: specversion "1.0", id and subject UUIDs, a known-shaped type,
  * data an object, requesthash (when present) hex digits only. On success out->data holds a
  * reference the caller drops with evt_clear(). Returns 0, or -1 with the reason in err. */

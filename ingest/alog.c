@@ -1,0 +1,95 @@
+#include "alog.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+void alog_clock(char out[ALOG_TSLEN])
+{
+    static _Thread_local time_t cached_sec = -1;
+    static _Thread_local char cached[24];
+    static _Thread_local size_t cached_len;
+    struct timespec ts;
+    int ms;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (ts.tv_sec != cached_sec) {
+        struct tm tm;
+
+        gmtime_r(&ts.tv_sec, &tm);
+        cached_len = strftime(cached, sizeof(cached), "%Y-%m-%dT%H:%M:%S", &tm);
+        cached_sec = ts.tv_sec;
+    }
+    ms = (int)(ts.tv_nsec / 1000000);
+    memcpy(out, cached, cached_len);
+    out[cached_len] = '.';
+    out[cached_len + 1] = (char)('0' + ms / 100);
+    out[cached_len + 2] = (char)('0' + ms / 10 % 10);
+    out[cached_len + 3] = (char)('0' + ms % 10);
+    out[cached_len + 4] = 'Z';
+    out[cached_len + 5] = '\0';
+}
+
+/* Appends "s" when it needs no JSON escape: printable ASCII other than quote and backslash. */
+static bool put_plain(char **p, const char *end, const char *s)
+{
+    char *o = *p;
+
+    if (o >= end)
+        return false;
+    *o++ = '"';
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+
+        if (c < 0x20 || c > 0x7e || c == '"' || c == '\\' || o >= end)
+            return false;
+        *o++ = (char)c;
+    }
+    if (o >= end)
+        return false;
+    *o++ = '"';
+    *p = o;
+    return true;
+}
+
+/* Appends ,"key": (or {"key": for the first member). */
+static bool put_key(char **p, const char *end, const char *key, bool first)
+{
+    size_t n = strlen(key);
+
+    if ((size_t)(end - *p) < n + 4)
+        return false;
+    *(*p)++ = first ? '{' : ',';
+    *(*p)++ = '"';
+    memcpy(*p, key, n);
+    *p += n;
+    *(*p)++ = '"';
+    *(*p)++ = ':';
+    return true;
+}
+
+size_t alog_format(char *out, size_t outlen, const char *ts, const char *level, const char *svc,
+                   const char *msg, const char *rid, const char *const *kv)
+{
+    const char *end = out + outlen - 1; /* room for the newline */
+    char *p = out;
+
+    if (outlen < 2)
+        return 0;
+    if (!put_key(&p, end, "ts", true) || !put_plain(&p, end, ts) ||
+        !put_key(&p, end, "level", false) || !put_plain(&p, end, level) ||
+        !put_key(&p, end, "svc", false) || !put_plain(&p, end, svc) ||
+        !put_key(&p, end, "msg", false) || !put_plain(&p, end, msg))
+        return 0;
+    if (rid && *rid && (!put_key(&p, end, "request_id", false) || !put_plain(&p, end, rid)))
+        return 0;
+    for (; kv && kv[0] && kv[1]; kv += 2)
+        if (!put_key(&p, end, kv[0], false) || !put_plain(&p, end, kv[1]))
+            return 0;
+    if (p >= end)
+        return 0;
+    *p++ = '}';
+    *p++ = '\n';
+    return (size_t)(p - out);
+}
