@@ -100,6 +100,11 @@ struct apply_opts {
     apply_dead_letter_fn dead_letter_cb;
     void *cb_opaque;
     enum apply_mode mode;
+    /* The change events are not wanted (diaryctl replay: the stream already carried them):
+     * the set-based path leaves them in the session's staging table, which the COMMIT
+     * empties, instead of writing them to the outbox. What the per-event path writes to the
+     * outbox the caller deletes. */
+    bool discard_changes;
 };
 
 struct apply_result {

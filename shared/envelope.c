@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "jsonw.h"
+
 void evt_time_now(char out[EVT_TIMELEN])
 {
     struct timespec ts;
@@ -19,146 +21,13 @@ void evt_time_now(char out[EVT_TIMELEN])
     }
 }
 
-/* A growing output buffer; on ENOMEM it frees what it had and stays failed. */
-struct wbuf {
-    char *p;
-    size_t len, cap;
-    bool failed;
-};
-
-static bool wb_reserve(struct wbuf *b, size_t more)
-{
-    char *np;
-    size_t cap;
-
-    if (b->failed)
-        return false;
-    if (b->len + more < b->cap)
-        return true;
-    cap = b->cap ? b->cap : 256;
-    while (cap <= b->len + more)
-        cap *= 2;
-    np = realloc(b->p, cap);
-    if (!np) {
-        free(b->p);
-        b->p = NULL;
-        b->failed = true;
-        return false;
-    }
-    b->p = np;
-    b->cap = cap;
-    return true;
-}
-
-static void wb_add(struct wbuf *b, const char *s, size_t n)
-{
-    if (!wb_reserve(b, n))
-        return;
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-}
-
-/* A string literal, without its NUL. */
-#define WB_LIT(b, lit) wb_add((b), (lit), sizeof(lit) - 1)
-
-/* The length of the valid UTF-8 sequence at s (1..4), 0 when it is not one (jansson's
- * utf8_check: no overlong forms, no surrogates, nothing above U+10FFFF). */
-static size_t utf8_seq(const unsigned char *s)
-{
-    unsigned c = s[0], cp;
-    size_t n;
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf)
-        n = 2, cp = c & 0x1f;
-    else if (c >= 0xe0 && c <= 0xef)
-        n = 3, cp = c & 0x0f;
-    else if (c >= 0xf0 && c <= 0xf4)
-        n = 4, cp = c & 0x07;
-    else
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (s[i] & 0x3f);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return n;
-}
-
-static bool utf8_ok(const char *s)
-{
-    for (const unsigned char *p = (const unsigned char *)s; *p;) {
-        size_t n = utf8_seq(p);
-        if (!n)
-            return false;
-        p += n;
-    }
-    return true;
-}
-
-/* Appends s as a JSON string the way jansson dumps it without flags: quote, backslash and
- * control characters escaped, everything else (slashes, UTF-8) as it is. */
-static void wb_string(struct wbuf *b, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    const char *run = s;
-
-    wb_add(b, "\"", 1);
-    for (const char *p = s;; p++) {
-        unsigned char c = (unsigned char)*p;
-        char esc[6];
-        size_t n = 2;
-
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        wb_add(b, run, (size_t)(p - run));
-        if (c == '\0')
-            break;
-        esc[0] = '\\';
-        switch (c) {
-        case '"':
-        case '\\':
-            esc[1] = (char)c;
-            break;
-        case '\b':
-            esc[1] = 'b';
-            break;
-        case '\f':
-            esc[1] = 'f';
-            break;
-        case '\n':
-            esc[1] = 'n';
-            break;
-        case '\r':
-            esc[1] = 'r';
-            break;
-        case '\t':
-            esc[1] = 't';
-            break;
-        default:
-            memcpy(esc + 1, "u00", 3);
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 15];
-            n = 6;
-            break;
-        }
-        wb_add(b, esc, n);
-        run = p + 1;
-    }
-    wb_add(b, "\"", 1);
-}
-
 /* ,"key":"value" (the key is one of ours: plain ASCII). */
-static void wb_member(struct wbuf *b, const char *key, const char *value)
+static void wb_member(struct jsonw *b, const char *key, const char *value)
 {
-    WB_LIT(b, ",\"");
-    wb_add(b, key, strlen(key));
-    WB_LIT(b, "\":");
-    wb_string(b, value);
+    JSONW_LIT(b, ",\"");
+    jsonw_add(b, key, strlen(key));
+    JSONW_LIT(b, "\":");
+    jsonw_string(b, value);
 }
 
 char *evt_write(const struct evt_view *v, size_t *len)
@@ -172,43 +41,38 @@ char *evt_write(const struct evt_view *v, size_t *len)
         {"occurredat", v->occurredat},
         {"clientaddr", v->clientaddr},
     };
-    struct wbuf b = {0};
+    struct jsonw b = {0};
     char num[48];
 
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++)
-        if (!required[i] || !utf8_ok(required[i]))
+        if (!required[i] || !jsonw_utf8_ok(required[i]))
             return NULL;
-    if (!wb_reserve(&b, 400 + v->datalen))
+    if (!jsonw_reserve(&b, 400 + v->datalen))
         return NULL;
-    WB_LIT(&b, "{\"specversion\":\"1.0\"");
+    JSONW_LIT(&b, "{\"specversion\":\"1.0\"");
     wb_member(&b, "id", v->id);
     wb_member(&b, "source", v->source);
     wb_member(&b, "type", v->type);
     wb_member(&b, "subject", v->subject);
     wb_member(&b, "time", v->time);
-    WB_LIT(&b, ",\"datacontenttype\":\"application/json\"");
+    JSONW_LIT(&b, ",\"datacontenttype\":\"application/json\"");
     wb_member(&b, "requestid", required[5]);
     for (size_t i = 0; i < sizeof(optional) / sizeof(optional[0]); i++)
-        if (optional[i].value && optional[i].value[0] && utf8_ok(optional[i].value))
+        if (optional[i].value && optional[i].value[0] && jsonw_utf8_ok(optional[i].value))
             wb_member(&b, optional[i].key, optional[i].value);
     if (v->ifmatch > 0) {
         int n = snprintf(num, sizeof(num), ",\"ifmatch\":%lld", (long long)v->ifmatch);
-        wb_add(&b, num, (size_t)n);
+        jsonw_add(&b, num, (size_t)n);
     }
-    if (v->requesthash && v->requesthash[0] && utf8_ok(v->requesthash))
+    if (v->requesthash && v->requesthash[0] && jsonw_utf8_ok(v->requesthash))
         wb_member(&b, "requesthash", v->requesthash);
-    WB_LIT(&b, ",\"data\":");
+    JSONW_LIT(&b, ",\"data\":");
     if (v->data && v->datalen)
-        wb_add(&b, v->data, v->datalen);
+        jsonw_add(&b, v->data, v->datalen);
     else
-        WB_LIT(&b, "{}");
-    wb_add(&b, "}", 2); /* the brace and the NUL */
-    if (b.failed)
-        return NULL;
-    b.len--;
-    if (len)
-        *len = b.len;
-    return b.p;
+        JSONW_LIT(&b, "{}");
+    JSONW_LIT(&b, "}");
+    return jsonw_finish(&b, len);
 }
 
 char *evt_serialize(const struct evt *e, size_t *len)
