@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # diaryctl against a real stack: replay of the live log into a fresh database that verify
 # finds equal; a replay killed with -9 and resumed, still equal; verify finding a planted
-# difference; a legacy data set with good and bad records imported twice (the second run
-# changes nothing), and a legacy user logging in with the old password; a dead letter
-# redriven; lag, tail, audit and topics describe.
+# difference; replays with explicit --jobs (two jobs: whole, killed with -9 and resumed,
+# --follow applying a new write then interrupted with SIGINT; one job), each equal; a legacy
+# data set with good and bad records imported twice (the second run changes nothing), and a
+# legacy user logging in with the old password; a dead letter redriven; lag, tail, audit and
+# topics describe.
 set -uo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 . "$top/tests/e2e/lib.sh"
@@ -42,19 +44,33 @@ for u in 1 2 3 4 5; do
   [ "$u" = 1 ] && { TOKEN1=$tok; USER1=$(psql -tAX "$PG_PRIMARY_URL" -c "SELECT id FROM users WHERE email='user1@example.org'"); }
 done
 # Bulk: 2000 more events produced straight to the log, so a replay takes long enough to be
-# killed in the middle.
-/usr/bin/python3 - "$USER1" >"$RUN_DIR/bulk.jsonl" <<'PY'
+# killed in the middle; spread over the users, keyed by the user, so that both jobs of a
+# --jobs 2 replay have bulk to apply: job j owns the partitions p with p % 2 == j, so more
+# users register until the users' partitions include an odd and an even one.
+users() { psql -tAX "$PG_PRIMARY_URL" -c "SELECT id FROM users WHERE email LIKE 'user%@example.org' ORDER BY email"; }
+user_parities() {
+  kcat -C -b "$KAFKA_BOOTSTRAP" -t diary.events -e -q -f '%p %k\n' | grep -F -f <(users) |
+    awk '{print $1 % 2}' | sort -u | wc -l
+}
+n_users=5
+while [ "$(user_parities)" -lt 2 ] && [ $n_users -lt 20 ]; do
+  n_users=$((n_users + 1))
+  register "user$n_users@example.org" "User $n_users" >/dev/null
+done
+USERS=$(users)
+echo "# $n_users users, on partitions of both parities: $([ "$(user_parities)" = 2 ] && echo yes || echo no)"
+/usr/bin/python3 - $USERS >"$RUN_DIR/bulk.tsv" <<'PY'
 import json, sys, uuid
-user = sys.argv[1]
 for i in range(2000):
+    user = sys.argv[1 + i % (len(sys.argv) - 1)]
     ev = {"specversion": "1.0", "id": str(uuid.uuid4()), "source": "test/bulk",
           "type": "diary.food.created.v1", "subject": user, "time": "2026-11-24T00:00:00.000Z",
           "requestid": "bulk-%d" % i,
           "data": {"food_id": str(uuid.uuid4()), "name": "Bulk %d" % i, "calories_per_100g": 100,
                    "protein_per_100g": 5, "carbs_per_100g": 10, "fat_per_100g": 4}}
-    print(json.dumps(ev))
+    print(user + "\t" + json.dumps(ev))
 PY
-kcat -P -b "$KAFKA_BOOTSTRAP" -t diary.events -k "$USER1" -l "$RUN_DIR/bulk.jsonl"
+kcat -P -b "$KAFKA_BOOTSTRAP" -t diary.events -K '\t' -l "$RUN_DIR/bulk.tsv"
 check "the live log is applied (lag 0)" wait_lag_zero
 check "diaryctl lag prints a table" bash -c "\"$CTL\" lag | grep -q '^total lag 0'"
 check "topics describe finds the devbroker in step" "$CTL" topics describe --dir "$top/topics"
@@ -85,6 +101,86 @@ echo "# replay killed after $partial of $total events"
 check "the replay was killed in the middle" test "$partial" -lt "$total"
 check "resumed replay completes" "$CTL" replay --url "$(db_url replay2)" --group r2 --json
 check "verify: the resumed replay is equal" "$CTL" verify "$PG_PRIMARY_URL" "$(db_url replay2)"
+
+# --- parallel jobs: partitions applied by two threads, each with its own connection -------
+# Their stderr goes to the logs folder, which the clean-up checks for sanitizer reports.
+RLOG=$RUN_DIR/logs/replay-jobs.log
+log_events=$("$CTL" lag --json | jq -s 'map(.log_end - .log_start) | add')
+summary_is() { jq -s -e "map(select(.level==\"summary\")) | length == 1 and (.[0] | $2)" "$1"; }
+check "replay --jobs 0 is refused (exit 2)" bash -c "\"$CTL\" replay --url '$(db_url replay1)' --group r1 --jobs 0 2>/dev/null; [ \$? = 2 ]"
+fresh_db replay3
+"$CTL" replay --url "$(db_url replay3)" --group r3 --jobs 2 --json >"$RUN_DIR/replay3.out" 2>>"$RLOG"
+check "replay --jobs 2 of the whole log" test $? -eq 0
+check "its summary: two jobs, each of the $log_events events counted once" summary_is "$RUN_DIR/replay3.out" \
+  ".jobs == 2 and .done == $log_events and .total == $log_events and .applied + .rejected + .duplicates + .dead_letters == .done"
+check "verify: the --jobs 2 replay is equal" "$CTL" verify "$PG_PRIMARY_URL" "$(db_url replay3)"
+
+fresh_db replay4
+"$CTL" replay --url "$(db_url replay4)" --group r4 --jobs 2 --batch 1 --json >/dev/null 2>&1 &
+rp=$!
+# Killed once both jobs have applied something (when the users' partitions allow it).
+both=$([ "$(user_parities)" = 2 ] && echo 2 || echo 1)
+wait_for 30 "both jobs of the replay to apply" bash -c "[ \$(psql -tAX '$(db_url replay4)' -c \"SELECT count(DISTINCT \\\"partition\\\" % 2) FROM consumer_offsets WHERE group_id = 'r4' AND next_offset > 0\" 2>/dev/null || echo 0) -ge $both ] && [ \$(psql -tAX '$(db_url replay4)' -c 'SELECT count(*) FROM processed_events' 2>/dev/null || echo 0) -gt 100 ]"
+kill -9 $rp 2>/dev/null; wait $rp 2>/dev/null
+partial=$(psql -tAX "$(db_url replay4)" -c "SELECT count(*) FROM processed_events")
+moving=$(psql -tAX "$(db_url replay4)" -c "SELECT string_agg(\"partition\" || ':' || next_offset, ' ' ORDER BY \"partition\") FROM consumer_offsets WHERE group_id = 'r4' AND next_offset > 0")
+echo "# --jobs 2 replay killed after $partial of $total events; partition:offset $moving"
+check "the --jobs 2 replay was killed in the middle" test "$partial" -lt "$total"
+"$CTL" replay --url "$(db_url replay4)" --group r4 --jobs 2 --json >"$RUN_DIR/replay4.out" 2>>"$RLOG"
+check "resumed --jobs 2 replay completes" test $? -eq 0
+check "it resumed: only the rest to do, all of it done" summary_is "$RUN_DIR/replay4.out" \
+  ".total < $log_events and .done == .total"
+check "verify: the resumed --jobs 2 replay is equal" "$CTL" verify "$PG_PRIMARY_URL" "$(db_url replay4)"
+
+fresh_db replay5
+"$CTL" replay --url "$(db_url replay5)" --group r5 --jobs 1 --json >"$RUN_DIR/replay5.out" 2>>"$RLOG"
+check "replay --jobs 1 (one thread) of the whole log" test $? -eq 0
+check "verify: the --jobs 1 replay is equal" "$CTL" verify "$PG_PRIMARY_URL" "$(db_url replay5)"
+
+# --follow with two jobs: catches up, applies writes while they keep coming, applies a write
+# made through the API, stops on SIGINT with exit 1 and a summary, and the database is equal
+# to the live one. The trickle sends one event every 20-40 ms: replay used to apply only after
+# 100 ms without any message, so a steady trickle kept everything waiting.
+fresh_db replay6
+"$CTL" replay --url "$(db_url replay6)" --group r6 --jobs 2 --follow --json >"$RUN_DIR/replay6.out" 2>>"$RLOG" &
+rp=$!
+check "replay --follow catches up (lag 0)" wait_for 60 "lag 0 of r6" bash -c "\"$CTL\" lag --group r6 --url '$(db_url replay6)' --json | jq -s -e 'map(.lag) | add == 0'"
+/usr/bin/python3 - "$USER1" >"$RUN_DIR/trickle.tsv" <<'PY'
+import json, sys, uuid
+user = sys.argv[1]
+for i in range(150):
+    ev = {"specversion": "1.0", "id": str(uuid.uuid4()), "source": "test/trickle",
+          "type": "diary.food.created.v1", "subject": user, "time": "2026-11-24T00:00:00.000Z",
+          "requestid": "trickle-%d" % i,
+          "data": {"food_id": str(uuid.uuid4()), "name": "Trickle %d" % i, "calories_per_100g": 100,
+                   "protein_per_100g": 5, "carbs_per_100g": 10, "fat_per_100g": 4}}
+    print(user + "\t" + json.dumps(ev))
+PY
+while IFS= read -r line; do
+  printf '%s\n' "$line" | kcat -P -b "$KAFKA_BOOTSTRAP" -t diary.events -K '\t'
+  sleep 0.02
+done <"$RUN_DIR/trickle.tsv" &
+tp=$!
+check "replay --follow applies writes while they keep coming (it used to wait for a pause)" \
+  wait_for 20 "trickled writes in replay6" bash -c "[ \$(psql -tAX '$(db_url replay6)' -c \"SELECT count(*) FROM foods WHERE name LIKE 'Trickle %'\") -ge 10 ] && kill -0 $tp"
+wait $tp
+http POST /v1/foods '{"name":"Followed","calories_per_100g":10,"protein_per_100g":1,"carbs_per_100g":1,"fat_per_100g":1}' -H "Authorization: Bearer $TOKEN1" -H 'Prefer: wait=15'
+followed=$(jq -r .id <<<"$BODY")
+check "replay --follow applies a new write" wait_for 30 "the followed write" bash -c "[ \$(psql -tAX '$(db_url replay6)' -c \"SELECT count(*) FROM foods WHERE id = '$followed'\") = 1 ]"
+kill -INT $rp 2>/dev/null; wait $rp
+check "an interrupted replay exits 1" test $? -eq 1
+check "it says how to resume" grep -q 'interrupted; run it again to resume' "$RLOG"
+check "and prints its summary" summary_is "$RUN_DIR/replay6.out" ".jobs == 2 and .done == $log_events + 151"
+check "the trickle is applied live too (lag 0)" wait_lag_zero
+check "verify: the followed database is equal" "$CTL" verify "$PG_PRIMARY_URL" "$(db_url replay6)"
+
+# A range: --from-offset beyond the end of the shorter partitions starts those at their end
+# (it used to store the offset past the end and refuse the replay, now and on every rerun).
+fresh_db replay7
+from_100=$("$CTL" lag --json | jq -s 'map(.log_end - ([.log_start, 100] | max) | [., 0] | max) | add')
+"$CTL" replay --url "$(db_url replay7)" --group r7 --from-offset 100 --json >"$RUN_DIR/replay7.out" 2>>"$RLOG"
+check "replay --from-offset 100 past short partitions' ends" test $? -eq 0
+check "it applied the $from_100 events at offsets 100 and up" summary_is "$RUN_DIR/replay7.out" ".total == $from_100 and .done == $from_100"
 
 # --- import-legacy ------------------------------------------------------------------------
 legacy=$RUN_DIR/legacy
