@@ -38,7 +38,7 @@ static const struct config_entry config_entries[] = {
     {"DIARY_EVENTS_TOPIC", "diary.events", "all: the write log"},
     {"DIARY_CHANGES_TOPIC", "diary.changes", "worker: the change stream"},
     {"DIARY_DLQ_TOPIC", "diary.events.dlq", "worker: dead letters"},
-    {"DIARY_BATCH_MAX", "500", "worker: most events applied in one transaction"},
+    {"DIARY_BATCH_MAX", "1000", "worker: most events applied in one transaction"},
     {"DIARY_APPLY_LANES", "2",
      "worker: apply threads, each with its own PostgreSQL connection and its share of the partitions"},
     {"DIARY_SESSION_TIMEOUT_MS", "10000",
