@@ -108,9 +108,9 @@ static const struct {
      "SELECT seq, user_id::text, event::text, coalesce(type, event->>'type'), "
      "coalesce(request_id, '') "
      "FROM outbox WHERE \"partition\" = $1::integer ORDER BY seq LIMIT $2::bigint"},
-    /* The partition lets the (partition, seq) index find the rows. */
-    {"apply_outbox_delete",
-     "DELETE FROM outbox WHERE \"partition\" = $1::integer AND seq = ANY($2::bigint[])"},
+    /* seq is the primary key; the partition (when >= 0) is a guard. */
+    {"apply_outbox_delete", "DELETE FROM outbox WHERE seq = ANY($2::bigint[]) "
+                            "AND ($1::integer < 0 OR \"partition\" = $1::integer)"},
     {"apply_flush", "SELECT seq, user_id, event, type, request_id "
                     "FROM diary_apply_flush($1::integer, $2::text, $3::text)"},
     {"apply_redrive", "SELECT diary_event_redrive($1::uuid)"},

@@ -176,7 +176,8 @@ int apply_outbox_fetch(apply_ctx_t *ctx, int32_t partition, size_t limit,
  * until its next apply_batch, apply_outbox_fetch or apply_destroy. */
 bool apply_outbox_flushed(apply_ctx_t *ctx, const struct apply_outbox_row **rows, size_t *n);
 
-/* Deletes the outbox rows seqs[0, n) of partition once the broker acknowledged them. */
+/* Deletes the outbox rows seqs[0, n) of partition (of any partition when partition < 0) once
+ * the broker acknowledged them: one statement. */
 int apply_outbox_delete(apply_ctx_t *ctx, int32_t partition, const int64_t *seqs, size_t n,
                         char *err, size_t errlen) __attribute__((warn_unused_result));
 

@@ -10,9 +10,22 @@
 /* Outbox rows published per round: one SELECT, one wait for acknowledgements, one DELETE. */
 #define RELAY_ROUND 1000
 
+/* One relay_send: a partition's rows in flight until relay_settle. Heap-allocated whole, so
+ * the delivery records stay where the callbacks write them. */
+struct sent {
+    struct sent *next;
+    int32_t partition;
+    size_t n;                      /* rows queued to the producer */
+    size_t remaining;              /* of them, reports still to come */
+    rd_kafka_resp_err_t queue_err; /* a row that could not be queued (the rest were not) */
+    int64_t *seqs;
+    struct delivery *d;
+};
+
 struct relay {
     rd_kafka_t *rk;
     char *changes_topic, *dlq_topic;
+    struct sent *sent, **sent_tail;
 };
 
 /* The opaque of one produced message. Lives on the producing function's stack or heap until
@@ -44,6 +57,7 @@ relay_t *relay_new(const char *bootstrap, const char *client_id, const char *cha
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    r->sent_tail = &r->sent;
     r->changes_topic = strdup(changes_topic);
     r->dlq_topic = strdup(dlq_topic);
     if (!r->changes_topic || !r->dlq_topic) {
@@ -66,6 +80,15 @@ fail:
     return NULL;
 }
 
+static void sent_free(struct sent *b)
+{
+    if (!b)
+        return;
+    free(b->seqs);
+    free(b->d);
+    free(b);
+}
+
 void relay_destroy(relay_t *r)
 {
     if (!r)
@@ -75,7 +98,14 @@ void relay_destroy(relay_t *r)
         if (rd_kafka_outq_len(r->rk) > 0)
             log_warn(NULL, "producer: %d message(s) still in flight at shutdown",
                      rd_kafka_outq_len(r->rk));
+        /* Reports that never came are purged with the handle: none may reach a freed
+         * record, so the records go after it. */
         rd_kafka_destroy(r->rk);
+    }
+    while (r->sent) {
+        struct sent *b = r->sent;
+        r->sent = b->next;
+        sent_free(b);
     }
     free(r->changes_topic);
     free(r->dlq_topic);
@@ -193,11 +223,106 @@ enum relay_status relay_drain(relay_t *r, apply_ctx_t *apply, int32_t partition,
     }
 }
 
-enum relay_status relay_publish(relay_t *r, apply_ctx_t *apply, int32_t partition,
-                                const struct apply_outbox_row *rows, size_t n, uint64_t *published,
-                                char *err, size_t errlen)
+int relay_send(relay_t *r, int32_t partition, const struct apply_outbox_row *rows, size_t n)
 {
-    return publish_rows(r, apply, partition, rows, n, published, err, errlen);
+    struct sent *b;
+
+    if (n == 0)
+        return 0;
+    b = calloc(1, sizeof(*b));
+    if (!b || !(b->seqs = calloc(n, sizeof(*b->seqs))) || !(b->d = calloc(n, sizeof(*b->d)))) {
+        sent_free(b);
+        return -1;
+    }
+    b->partition = partition;
+    for (; b->n < n; b->n++) {
+        const struct apply_outbox_row *row = &rows[b->n];
+        rd_kafka_headers_t *h = rd_kafka_headers_new(2);
+        rd_kafka_resp_err_t e;
+
+        rd_kafka_header_add(h, "ce_type", -1, row->type, -1);
+        if (row->request_id[0])
+            rd_kafka_header_add(h, "request-id", -1, row->request_id, -1);
+        b->seqs[b->n] = row->seq;
+        b->d[b->n].remaining = &b->remaining;
+        b->remaining++;
+        e = produce(r, r->changes_topic, row->user_id, strlen(row->user_id), row->event,
+                    row->event_len, h, &b->d[b->n]);
+        if (e) {
+            /* Not queued: no report will come. Stop here to keep the order. */
+            b->remaining--;
+            rd_kafka_headers_destroy(h);
+            b->queue_err = e;
+            break;
+        }
+    }
+    *r->sent_tail = b;
+    r->sent_tail = &b->next;
+    return 0;
+}
+
+enum relay_status relay_settle(relay_t *r, apply_ctx_t *apply, relay_settled_fn settled,
+                               void *opaque, uint64_t *published, char *err, size_t errlen)
+{
+    struct sent *b;
+    int64_t *seqs = NULL;
+    size_t total = 0, nseqs = 0;
+    enum relay_status st = RELAY_OK;
+    int rc;
+
+    if (!r->sent)
+        return RELAY_OK;
+    for (b = r->sent; b; b = b->next) {
+        wait_reports(r, &b->remaining);
+        total += b->n;
+    }
+    if (!apply)
+        goto done; /* no database: everything stays in the outbox, to go out again */
+    seqs = malloc(total * sizeof(*seqs));
+    if (!seqs) {
+        snprintf(err, errlen, "out of memory");
+        st = RELAY_FATAL;
+        goto done;
+    }
+    for (b = r->sent; b; b = b->next) {
+        size_t acked = 0;
+
+        while (acked < b->n && b->d[acked].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+            seqs[nseqs++] = b->seqs[acked++];
+        if (acked < b->n && !b->queue_err)
+            b->queue_err = b->d[acked].err;
+    }
+    rc = apply_outbox_delete(apply, -1, seqs, nseqs, err, errlen);
+    if (rc != APPLY_OK) {
+        /* Published but still in the outbox: they go out again (at least once). */
+        st = rc == APPLY_RETRY ? RELAY_DB_RETRY : RELAY_FATAL;
+        goto done;
+    }
+    *published += nseqs;
+    for (b = r->sent; b; b = b->next) {
+        char why[256] = "";
+
+        if (b->queue_err) {
+            char reason[512];
+            rd_kafka_resp_err_t fatal = rd_kafka_fatal_error(r->rk, reason, sizeof(reason));
+            if (fatal) {
+                snprintf(err, errlen, "producer: fatal error %s: %s", rd_kafka_err2name(fatal),
+                         reason);
+                st = RELAY_FATAL;
+            }
+            snprintf(why, sizeof(why), "%s: %s", r->changes_topic, rd_kafka_err2str(b->queue_err));
+        }
+        settled(opaque, b->partition, b->queue_err ? why : NULL);
+    }
+done:
+    free(seqs);
+    while (r->sent) {
+        b = r->sent;
+        r->sent = b->next;
+        sent_free(b);
+    }
+    r->sent_tail = &r->sent;
+    return st;
 }
 
 int relay_dead_letter(relay_t *r, const void *key, size_t key_len, rd_kafka_headers_t *hdrs,

@@ -36,13 +36,22 @@ enum relay_status relay_drain(relay_t *r, apply_ctx_t *apply, int32_t partition,
                               uint64_t *published, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
-/* Publishes rows[0, n) of partition (a batch's change events as apply_outbox_flushed gave
- * them) the same way, without reading the outbox: deletes the acknowledged prefix. RELAY_OK
- * when all were acknowledged and deleted; the partition's outbox is then as it was before
- * the batch. */
-enum relay_status relay_publish(relay_t *r, apply_ctx_t *apply, int32_t partition,
-                                const struct apply_outbox_row *rows, size_t n, uint64_t *published,
-                                char *err, size_t errlen) __attribute__((warn_unused_result));
+/* Asynchronous publishing, for the apply lanes: relay_send produces a partition's rows at
+ * once (in order) and returns; relay_settle, once per pass, waits for the reports of all the
+ * rows sent since the last settle, deletes every acknowledged prefix with one statement, and
+ * calls settled(opaque, partition, NULL) for each partition whose rows all went out, or
+ * settled(opaque, partition, why) for one whose rows did not (the rest of them stay in the
+ * outbox, to be drained before the partition applies again). One wait for the acknowledgements
+ * of a pass instead of one per partition and batch. relay_send returns -1 when out of memory
+ * (nothing was sent). relay_settle returns RELAY_OK, RELAY_DB_RETRY when the DELETE failed
+ * transiently (the rows go out again: at least once; no callback), or RELAY_FATAL. With apply
+ * NULL (the lane lost its connection) it only waits: no DELETE, no callback. */
+typedef void (*relay_settled_fn)(void *opaque, int32_t partition, const char *why);
+int relay_send(relay_t *r, int32_t partition, const struct apply_outbox_row *rows, size_t n)
+    __attribute__((warn_unused_result));
+enum relay_status relay_settle(relay_t *r, apply_ctx_t *apply, relay_settled_fn settled,
+                               void *opaque, uint64_t *published, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /* Sends one dead letter (value json, the original key and headers; hdrs is taken, NULL for
  * none) and waits for its delivery report. 0, or -1 with err when it was not delivered. */

@@ -667,30 +667,20 @@ static int dead_letter_cb(void *opaque, const struct apply_dead_letter *dl)
     return rc;
 }
 
-/* Publishes the partition's outbox. True when it is empty (the partition may apply). Right
- * after a batch (flushed), the rows the batch's flush returned are published without
- * reading the outbox, when they are all it holds (apply_outbox_flushed). */
-static bool relay_part(struct lane *l, struct part *p, bool flushed)
+/* Publishes the partition's outbox (reading it) and waits for the acknowledgements. True
+ * when it is empty (the partition may apply). */
+static bool relay_part(struct lane *l, struct part *p)
 {
     struct worker *w = l->w;
     uint64_t published = 0;
     char err[256];
     enum relay_status rs;
-
     uint64_t t0;
 
     if (now_ms() < p->relay_retry_at)
         return false;
     t0 = now_us();
-    {
-        const struct apply_outbox_row *rows;
-        size_t n;
-
-        if (flushed && apply_outbox_flushed(l->apply, &rows, &n))
-            rs = relay_publish(l->relay, l->apply, p->id, rows, n, &published, err, sizeof(err));
-        else
-            rs = relay_drain(l->relay, l->apply, p->id, &published, err, sizeof(err));
-    }
+    rs = relay_drain(l->relay, l->apply, p->id, &published, err, sizeof(err));
     atomic_fetch_add(&w->m->outbox_us_sum, now_us() - t0);
     atomic_fetch_add(&w->m->outbox_published, published);
     switch (rs) {
@@ -717,6 +707,64 @@ static bool relay_part(struct lane *l, struct part *p, bool flushed)
     return false;
 }
 
+/* After a committed batch: its change events, as the flush returned them, are produced now
+ * and settled at the end of the pass (lane_settle), so that a lane waits once per pass for
+ * the broker's acknowledgements instead of once per partition. Without them (a batch that
+ * went one event per transaction, the per-event mode) the outbox is drained now. */
+static void relay_batch(struct lane *l, struct part *p)
+{
+    const struct apply_outbox_row *rows;
+    size_t n;
+    uint64_t t0 = now_us();
+
+    if (!apply_outbox_flushed(l->apply, &rows, &n)) {
+        (void)relay_part(l, p);
+        return;
+    }
+    if (n == 0)
+        p->outbox_dirty = false; /* the batch changed nothing: its outbox is as empty as before */
+    else if (relay_send(l->relay, p->id, rows, n) != 0)
+        (void)relay_part(l, p);
+    atomic_fetch_add(&l->w->m->outbox_us_sum, now_us() - t0);
+}
+
+/* relay_settle's verdict on one partition's rows. */
+static void settled(void *opaque, int32_t partition, const char *why)
+{
+    struct lane *l = opaque;
+    struct part *p = part_get(l->w, partition, false);
+
+    if (!p)
+        return;
+    if (!why) {
+        p->outbox_dirty = false;
+        p->relay_backoff = 0;
+        return;
+    }
+    atomic_fetch_add(&l->w->m->outbox_errors, 1);
+    p->relay_backoff = next_backoff(p->relay_backoff);
+    p->relay_retry_at = now_ms() + p->relay_backoff;
+    log_warn(NULL, "outbox of partition %" PRId32 ": %s; retrying in %d ms, the partition waits",
+             partition, why, p->relay_backoff);
+}
+
+/* The end of a lane's pass: the acknowledgements of what relay_batch sent. */
+static void lane_settle(struct lane *l)
+{
+    struct worker *w = l->w;
+    uint64_t published = 0, t0 = now_us();
+    char err[256];
+    enum relay_status rs = relay_settle(l->relay, lane_usable(l) ? l->apply : NULL, settled, l,
+                                        &published, err, sizeof(err));
+
+    atomic_fetch_add(&w->m->outbox_us_sum, now_us() - t0);
+    atomic_fetch_add(&w->m->outbox_published, published);
+    if (rs == RELAY_DB_RETRY)
+        lane_trouble(l, err);
+    else if (rs == RELAY_FATAL)
+        fatal(w, "outbox: %s", err);
+}
+
 static void account(struct worker *w, const struct apply_result *res)
 {
     atomic_fetch_add(&w->m->applied, res->applied);
@@ -734,7 +782,7 @@ static void process_part(struct lane *l, struct part *p)
     uint64_t t0;
     int rc;
 
-    if (p->outbox_dirty && !relay_part(l, p, false))
+    if (p->outbox_dirty && !relay_part(l, p))
         return;
     if (!p->active || p->len == 0 || stopping(w))
         return;
@@ -783,7 +831,7 @@ static void process_part(struct lane *l, struct part *p)
         p->commit_dirty = true;
         update_lag(w, p);
         if (p->outbox_dirty)
-            (void)relay_part(l, p, true);
+            relay_batch(l, p);
         break;
     case APPLY_STALE:
         atomic_fetch_add(&w->m->stale_batches, 1);
@@ -859,6 +907,7 @@ static void lane_pass(struct lane *l)
         if (p && p->active && p->id % w->nlanes == l->idx)
             process_part(l, p);
     }
+    lane_settle(l);
     l->rr++;
 }
 
