@@ -274,7 +274,7 @@ static int ensure_prepared(apply_ctx_t *ctx, char *err, size_t errlen)
         if (!types[i].set_function)
             continue;
         snprintf(sql, sizeof(sql),
-                 "SELECT idx, status, reason, resource FROM %s($1::integer, $2::jsonb)",
+                 "SELECT idx, status, reason, resource FROM %s($1::integer, $2::json)",
                  types[i].set_function);
         rc = prepare_one(ctx, types[i].set_function, sql, err, errlen);
         if (rc != APPLY_OK)
