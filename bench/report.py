@@ -242,7 +242,7 @@ def markdown(r):
              "nginx_64": "nginx 1 worker, `return 202`, 64 connections (req/s)",
              "nginx_256": "nginx 1 worker, `return 202`, 256 connections (req/s)",
              "upsert_rows": "raw upsert into daily_meals, 500 rows/txn, 2 connections (rows/s)",
-             "kafka_messages": "librdkafka -> devbroker, 600 B, ingest's producer settings (msg/s)"}
+             "kafka_messages": "librdkafka -> devbroker, 600 B, the shared producer settings, linger 1 ms (msg/s)"}
     for k, label in names.items():
         s = r["ceilings"].get(k)
         if s:
