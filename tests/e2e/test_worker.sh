@@ -71,6 +71,7 @@ RUNS=0
 start_worker() {
     RUNS=$((RUNS + 1))
     rm -f "$TMP/worker.port"
+    DIARY_APPLY_LANES=${DIARY_APPLY_LANES:-2} \
     DIARY_WORKER_PORT_FILE=$TMP/worker.port DIARY_WORKER_ID=test-worker-$RUNS \
         "$BIN_DIR/diary-worker" >"$TMP/worker.$RUNS.log" 2>&1 &
     WORKER_PID=$!
@@ -208,7 +209,11 @@ else
     echo "# note: the SIGKILL landed after $KILLED_AT of $((N + 2)) events, not mid-way"
     ok "worker killed with SIGKILL"
 fi
-start_worker
+# The restarted worker runs on one apply lane (the consumer thread applies), the others on the
+# default two: both shapes of the worker go through the same checks.
+DIARY_APPLY_LANES=1 start_worker
+check "the restarted worker runs one apply lane" wait_for 10 "its start line" \
+    grep -q '1 apply lane(s)' "$TMP/worker.$RUNS.log"
 check "restarted worker reaches all $PRODUCED messages" wait_for 30 "all messages applied" applied_to $PRODUCED
 check "the outbox drains again" wait_for 10 "an empty outbox" outbox_empty
 check "every event of the run applied exactly once" \
