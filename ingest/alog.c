@@ -5,32 +5,6 @@
 #include <string.h>
 #include <time.h>
 
-void alog_clock(char out[ALOG_TSLEN])
-{
-    static _Thread_local time_t cached_sec = -1;
-    static _Thread_local char cached[24];
-    static _Thread_local size_t cached_len;
-    struct timespec ts;
-    int ms;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    if (ts.tv_sec != cached_sec) {
-        struct tm tm;
-
-        gmtime_r(&ts.tv_sec, &tm);
-        cached_len = strftime(cached, sizeof(cached), "%Y-%m-%dT%H:%M:%S", &tm);
-        cached_sec = ts.tv_sec;
-    }
-    ms = (int)(ts.tv_nsec / 1000000);
-    memcpy(out, cached, cached_len);
-    out[cached_len] = '.';
-    out[cached_len + 1] = (char)('0' + ms / 100);
-    out[cached_len + 2] = (char)('0' + ms / 10 % 10);
-    out[cached_len + 3] = (char)('0' + ms % 10);
-    out[cached_len + 4] = 'Z';
-    out[cached_len + 5] = '\0';
-}
-
 /* Appends "s" when it needs no JSON escape: printable ASCII other than quote and backslash. */
 static bool put_plain(char **p, const char *end, const char *s)
 {

@@ -2,19 +2,11 @@
  * shared/log.c's log_fields writes ({"ts", "level", "svc", "msg", "request_id", then the
  * fields}, jansson's compact form), for values that need no JSON escape. A value that does
  * (a quote, a backslash, a control or non-ASCII byte) makes alog_format decline, and the
- * caller logs through log_fields, which escapes. Also the wall clock as the log and the
- * envelope print it, formatted once per second. Pure apart from reading the clock. */
+ * caller logs through log_fields, which escapes. Pure; ts comes from log_clock. */
 #ifndef INGEST_ALOG_H
 #define INGEST_ALOG_H
 
 #include <stddef.h>
-
-#define ALOG_TSLEN 40 /* "2026-11-24T16:00:00.123Z" and the NUL; as EVT_TIMELEN */
-
-/* The current UTC time with milliseconds, "YYYY-MM-DDTHH:MM:SS.mmmZ": evt_time_now's and
- * the log's format. The date and time part is formatted only when the second changes (the
- * cache is per thread). */
-void alog_clock(char out[ALOG_TSLEN]);
 
 /* Formats one log line and its newline into out: ts, level, svc, msg, request_id (left out
  * when rid is NULL or ""), then the NULL-terminated key, value pairs of kv in order. Returns

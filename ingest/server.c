@@ -286,12 +286,12 @@ static void unlink_live(struct req *r)
  * a JSON escape (the usual case), else through log_fields. */
 static void access_log(struct req *r, const char *const *kv)
 {
-    char ts[ALOG_TSLEN], line[2048];
+    char ts[LOG_TIMELEN], line[2048];
     size_t n;
 
     if (r->app->log_min > LOG_INFO)
         return;
-    alog_clock(ts);
+    log_clock(ts);
     n = alog_format(line, sizeof(line), ts, "info", "diary-ingest", "request", r->rid, kv);
     if (n)
         fwrite(line, 1, n, stderr);

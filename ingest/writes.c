@@ -460,7 +460,7 @@ static char *envelope(struct req *r, const char *type, const char *event_id, con
     };
     size_t n = 0;
 
-    alog_clock(time);
+    evt_time_now(time);
     if (data_len > 0) {
         v.data = data_text;
         v.datalen = data_len;

@@ -4,21 +4,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "jsonw.h"
+#include "log.h"
 
 void evt_time_now(char out[EVT_TIMELEN])
 {
-    struct timespec ts;
-    struct tm tm;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    {
-        size_t n = strftime(out, EVT_TIMELEN, "%Y-%m-%dT%H:%M:%S", &tm);
-        snprintf(out + n, EVT_TIMELEN - n, ".%03dZ", (int)(ts.tv_nsec / 1000000));
-    }
+    log_clock(out);
 }
 
 /* ,"key":"value" (the key is one of ours: plain ASCII). */

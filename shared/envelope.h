@@ -10,7 +10,7 @@
 
 #include "uuid.h"
 
-#define EVT_TIMELEN  40
+#define EVT_TIMELEN  40  /* LOG_TIMELEN: evt_time_now is log_clock */
 #define EVT_HASHLEN  130 /* requesthash: at most 129 hex digits (BLAKE2b-512 has 128), NUL */
 #define EVT_MAX_SIZE (256 * 1024) /* larger events are dead-lettered unread */
 

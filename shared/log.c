@@ -26,20 +26,39 @@ enum log_level log_level_parse(const char *s)
     return LOG_INFO;
 }
 
+void log_clock(char out[LOG_TIMELEN])
+{
+    static _Thread_local time_t cached_sec = -1;
+    static _Thread_local char cached[24];
+    static _Thread_local size_t cached_len;
+    struct timespec ts;
+    int ms;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (ts.tv_sec != cached_sec) {
+        struct tm tm;
+
+        gmtime_r(&ts.tv_sec, &tm);
+        cached_len = strftime(cached, sizeof(cached), "%Y-%m-%dT%H:%M:%S", &tm);
+        cached_sec = ts.tv_sec;
+    }
+    ms = (int)(ts.tv_nsec / 1000000);
+    memcpy(out, cached, cached_len);
+    out[cached_len] = '.';
+    out[cached_len + 1] = (char)('0' + ms / 100);
+    out[cached_len + 2] = (char)('0' + ms / 10 % 10);
+    out[cached_len + 3] = (char)('0' + ms % 10);
+    out[cached_len + 4] = 'Z';
+    out[cached_len + 5] = '\0';
+}
+
 static void emit(enum log_level lvl, const char *request_id, const char *msg, const char *const *kv)
 {
-    struct timespec ts;
-    struct tm tm;
-    char when[40];
+    char when[LOG_TIMELEN];
     json_t *o;
     char *line;
 
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    {
-        size_t n = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-        snprintf(when + n, sizeof(when) - n, ".%03dZ", (int)(ts.tv_nsec / 1000000));
-    }
+    log_clock(when);
     o = json_pack("{s:s, s:s, s:s, s:s}", "ts", when, "level", level_names[lvl], "svc", log_service,
                   "msg", msg);
     if (!o)

@@ -5,6 +5,12 @@
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 
+/* The current UTC time with milliseconds, "YYYY-MM-DDTHH:MM:SS.mmmZ" and its NUL: the
+ * time of every log line and of every envelope (evt_time_now). The date and time part is
+ * formatted only when the second changes (the cache is per thread). */
+#define LOG_TIMELEN 40
+void log_clock(char out[LOG_TIMELEN]);
+
 /* service names the process in every line; the string must outlive the process. */
 void log_init(const char *service, enum log_level min_level);
 

@@ -136,74 +136,100 @@ static void wait_reports(struct relay *r, const size_t *remaining)
         rd_kafka_poll(r->rk, 50);
 }
 
+/* Produces rows[0, n) of partition in order, keyed by user id with the ce_type and request-id
+ * headers, into a new record of what is in flight (not yet listed). Stops at the first row
+ * that cannot be queued, to keep the order. NULL when out of memory (nothing was sent). */
+static struct sent *send_rows(struct relay *r, int32_t partition,
+                              const struct apply_outbox_row *rows, size_t n)
+{
+    struct sent *b = calloc(1, sizeof(*b));
+
+    if (!b || !(b->seqs = calloc(n, sizeof(*b->seqs))) || !(b->d = calloc(n, sizeof(*b->d)))) {
+        sent_free(b);
+        return NULL;
+    }
+    b->partition = partition;
+    for (; b->n < n; b->n++) {
+        const struct apply_outbox_row *row = &rows[b->n];
+        rd_kafka_headers_t *h = rd_kafka_headers_new(2);
+        rd_kafka_resp_err_t e;
+
+        rd_kafka_header_add(h, "ce_type", -1, row->type, -1);
+        if (row->request_id[0])
+            rd_kafka_header_add(h, "request-id", -1, row->request_id, -1);
+        b->seqs[b->n] = row->seq;
+        b->d[b->n].remaining = &b->remaining;
+        b->remaining++;
+        e = produce(r, r->changes_topic, row->user_id, strlen(row->user_id), row->event,
+                    row->event_len, h, &b->d[b->n]);
+        if (e) {
+            /* Not queued: no report will come. */
+            b->remaining--;
+            rd_kafka_headers_destroy(h);
+            b->queue_err = e;
+            break;
+        }
+    }
+    return b;
+}
+
+/* Once every report of b came: how many of its rows the broker acknowledged before the first
+ * it did not (whose error goes to b->queue_err). Those, and only those, may leave the
+ * outbox: what follows a failure is sent again, so the stream keeps the outbox's order. */
+static size_t sent_acked(struct sent *b)
+{
+    size_t acked = 0;
+
+    while (acked < b->n && b->d[acked].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+        acked++;
+    if (acked < b->n && !b->queue_err)
+        b->queue_err = b->d[acked].err;
+    return acked;
+}
+
+/* What a row the broker did not take means: RELAY_FATAL when the producer failed for good
+ * (idempotence lost), else RELAY_BROKER_RETRY; err says why. */
+static enum relay_status broker_error(struct relay *r, rd_kafka_resp_err_t e, char *err,
+                                      size_t errlen)
+{
+    char reason[512];
+    rd_kafka_resp_err_t fatal = rd_kafka_fatal_error(r->rk, reason, sizeof(reason));
+
+    if (fatal) {
+        snprintf(err, errlen, "producer: fatal error %s: %s", rd_kafka_err2name(fatal), reason);
+        return RELAY_FATAL;
+    }
+    snprintf(err, errlen, "%s: %s", r->changes_topic, rd_kafka_err2str(e));
+    return RELAY_BROKER_RETRY;
+}
+
 /* Publishes rows[0, n) of partition, waits for their reports, and deletes the acknowledged
  * prefix from the outbox. RELAY_OK when every row was acknowledged and deleted. */
 static enum relay_status publish_rows(struct relay *r, apply_ctx_t *apply, int32_t partition,
                                       const struct apply_outbox_row *rows, size_t n,
                                       uint64_t *published, char *err, size_t errlen)
 {
-    struct delivery *d;
-    int64_t *seqs;
-    size_t remaining = 0, acked = 0, sent = 0;
-    rd_kafka_resp_err_t first_err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    struct sent *b;
+    enum relay_status st = RELAY_OK;
+    size_t acked;
     int rc;
 
     if (n == 0)
         return RELAY_OK;
-    d = calloc(n, sizeof(*d));
-    seqs = calloc(n, sizeof(*seqs));
-    if (!d || !seqs) {
-        free(d);
-        free(seqs);
+    if (!(b = send_rows(r, partition, rows, n))) {
         snprintf(err, errlen, "out of memory");
         return RELAY_FATAL;
     }
-    for (; sent < n; sent++) {
-        rd_kafka_headers_t *h = rd_kafka_headers_new(2);
-        rd_kafka_resp_err_t e;
-
-        rd_kafka_header_add(h, "ce_type", -1, rows[sent].type, -1);
-        if (rows[sent].request_id[0])
-            rd_kafka_header_add(h, "request-id", -1, rows[sent].request_id, -1);
-        d[sent].remaining = &remaining;
-        remaining++;
-        e = produce(r, r->changes_topic, rows[sent].user_id, strlen(rows[sent].user_id),
-                    rows[sent].event, rows[sent].event_len, h, &d[sent]);
-        if (e) {
-            /* Not queued: no report will come. Stop here to keep the order. */
-            remaining--;
-            rd_kafka_headers_destroy(h);
-            first_err = e;
-            break;
-        }
-    }
-    wait_reports(r, &remaining);
-    for (; acked < sent && d[acked].err == RD_KAFKA_RESP_ERR_NO_ERROR; acked++)
-        seqs[acked] = rows[acked].seq;
-    if (acked < sent)
-        first_err = d[acked].err;
-    free(d);
-    if (acked > 0) {
-        rc = apply_outbox_delete(apply, partition, seqs, acked, err, errlen);
-        if (rc != APPLY_OK) {
-            free(seqs);
-            /* Published but still in the outbox: they go out again (at least once). */
-            return rc == APPLY_RETRY ? RELAY_DB_RETRY : RELAY_FATAL;
-        }
-        *published += acked;
-    }
-    free(seqs);
-    if (first_err) {
-        char reason[512];
-        rd_kafka_resp_err_t fatal = rd_kafka_fatal_error(r->rk, reason, sizeof(reason));
-        if (fatal) {
-            snprintf(err, errlen, "producer: fatal error %s: %s", rd_kafka_err2name(fatal), reason);
-            return RELAY_FATAL;
-        }
-        snprintf(err, errlen, "%s: %s", r->changes_topic, rd_kafka_err2str(first_err));
-        return RELAY_BROKER_RETRY;
-    }
-    return RELAY_OK;
+    wait_reports(r, &b->remaining);
+    acked = sent_acked(b);
+    rc = apply_outbox_delete(apply, partition, b->seqs, acked, err, errlen);
+    if (rc != APPLY_OK)
+        /* Published but still in the outbox: they go out again (at least once). */
+        st = rc == APPLY_RETRY ? RELAY_DB_RETRY : RELAY_FATAL;
+    else if ((*published += acked, b->queue_err))
+        st = broker_error(r, b->queue_err, err, errlen);
+    sent_free(b);
+    return st;
 }
 
 enum relay_status relay_drain(relay_t *r, apply_ctx_t *apply, int32_t partition,
@@ -229,33 +255,8 @@ int relay_send(relay_t *r, int32_t partition, const struct apply_outbox_row *row
 
     if (n == 0)
         return 0;
-    b = calloc(1, sizeof(*b));
-    if (!b || !(b->seqs = calloc(n, sizeof(*b->seqs))) || !(b->d = calloc(n, sizeof(*b->d)))) {
-        sent_free(b);
+    if (!(b = send_rows(r, partition, rows, n)))
         return -1;
-    }
-    b->partition = partition;
-    for (; b->n < n; b->n++) {
-        const struct apply_outbox_row *row = &rows[b->n];
-        rd_kafka_headers_t *h = rd_kafka_headers_new(2);
-        rd_kafka_resp_err_t e;
-
-        rd_kafka_header_add(h, "ce_type", -1, row->type, -1);
-        if (row->request_id[0])
-            rd_kafka_header_add(h, "request-id", -1, row->request_id, -1);
-        b->seqs[b->n] = row->seq;
-        b->d[b->n].remaining = &b->remaining;
-        b->remaining++;
-        e = produce(r, r->changes_topic, row->user_id, strlen(row->user_id), row->event,
-                    row->event_len, h, &b->d[b->n]);
-        if (e) {
-            /* Not queued: no report will come. Stop here to keep the order. */
-            b->remaining--;
-            rd_kafka_headers_destroy(h);
-            b->queue_err = e;
-            break;
-        }
-    }
     *r->sent_tail = b;
     r->sent_tail = &b->next;
     return 0;
@@ -285,12 +286,10 @@ enum relay_status relay_settle(relay_t *r, apply_ctx_t *apply, relay_settled_fn 
         goto done;
     }
     for (b = r->sent; b; b = b->next) {
-        size_t acked = 0;
+        size_t acked = sent_acked(b);
 
-        while (acked < b->n && b->d[acked].err == RD_KAFKA_RESP_ERR_NO_ERROR)
-            seqs[nseqs++] = b->seqs[acked++];
-        if (acked < b->n && !b->queue_err)
-            b->queue_err = b->d[acked].err;
+        memcpy(seqs + nseqs, b->seqs, acked * sizeof(*seqs));
+        nseqs += acked;
     }
     rc = apply_outbox_delete(apply, -1, seqs, nseqs, err, errlen);
     if (rc != APPLY_OK) {
@@ -302,15 +301,9 @@ enum relay_status relay_settle(relay_t *r, apply_ctx_t *apply, relay_settled_fn 
     for (b = r->sent; b; b = b->next) {
         char why[256] = "";
 
-        if (b->queue_err) {
-            char reason[512];
-            rd_kafka_resp_err_t fatal = rd_kafka_fatal_error(r->rk, reason, sizeof(reason));
-            if (fatal) {
-                snprintf(err, errlen, "producer: fatal error %s: %s", rd_kafka_err2name(fatal),
-                         reason);
-                st = RELAY_FATAL;
-            }
-            snprintf(why, sizeof(why), "%s: %s", r->changes_topic, rd_kafka_err2str(b->queue_err));
+        if (b->queue_err && broker_error(r, b->queue_err, why, sizeof(why)) == RELAY_FATAL) {
+            snprintf(err, errlen, "%s", why);
+            st = RELAY_FATAL;
         }
         settled(opaque, b->partition, b->queue_err ? why : NULL);
     }

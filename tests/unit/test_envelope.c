@@ -160,6 +160,21 @@ static void oversized_event_is_refused_unread(void **state)
     free(big);
 }
 
+/* The envelope's time: YYYY-MM-DDTHH:MM:SS.mmmZ (log_clock, cached per second). */
+static void clock_has_the_envelope_form(void **state)
+{
+    char ts[EVT_TIMELEN];
+
+    evt_time_now(ts);
+    assert_int_equal(strlen(ts), 24);
+    assert_int_equal(ts[4], '-');
+    assert_int_equal(ts[10], 'T');
+    assert_int_equal(ts[19], '.');
+    assert_int_equal(ts[23], 'Z');
+    for (int i = 20; i < 23; i++)
+        assert_true(ts[i] >= '0' && ts[i] <= '9');
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -167,6 +182,7 @@ int main(void)
         cmocka_unit_test(parse_refuses_what_is_not_an_envelope),
         cmocka_unit_test(requesthash_round_trips_and_is_checked),
         cmocka_unit_test(oversized_event_is_refused_unread),
+        cmocka_unit_test(clock_has_the_envelope_form),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

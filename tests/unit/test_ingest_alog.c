@@ -73,28 +73,12 @@ static void a_line_that_does_not_fit_is_declined(void **state)
     assert_int_equal(alog_format(out, need, "t", "info", "diary-ingest", "request", "r", kv), need);
 }
 
-/* The clock's text: evt_time_now's format, YYYY-MM-DDTHH:MM:SS.mmmZ. */
-static void clock_has_the_envelope_form(void **state)
-{
-    char ts[ALOG_TSLEN];
-
-    alog_clock(ts);
-    assert_int_equal(strlen(ts), 24);
-    assert_int_equal(ts[4], '-');
-    assert_int_equal(ts[10], 'T');
-    assert_int_equal(ts[19], '.');
-    assert_int_equal(ts[23], 'Z');
-    for (int i = 20; i < 23; i++)
-        assert_true(ts[i] >= '0' && ts[i] <= '9');
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(line_matches_log_fields),
         cmocka_unit_test(values_that_need_escapes_are_declined),
         cmocka_unit_test(a_line_that_does_not_fit_is_declined),
-        cmocka_unit_test(clock_has_the_envelope_form),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
