@@ -105,7 +105,7 @@ static const struct {
      "SELECT next_offset FROM ins UNION ALL SELECT next_offset FROM consumer_offsets "
      "WHERE group_id = $1::text AND topic = $2::text AND \"partition\" = $3::integer"},
     {"apply_outbox_fetch",
-     "SELECT seq, user_id::text, event::text, coalesce(type, event->>'type'), "
+     "SELECT seq, user_id::text, event, coalesce(type, event::json->>'type'), "
      "coalesce(request_id, '') "
      "FROM outbox WHERE \"partition\" = $1::integer ORDER BY seq LIMIT $2::bigint"},
     /* seq is the primary key; the partition (when >= 0) is a guard. */
@@ -240,6 +240,34 @@ static int prepare_one(apply_ctx_t *ctx, const char *name, const char *sql, char
     return rc;
 }
 
+/* The members every set-based function reads after the item's index, in their order. */
+static const struct {
+    const char *key;
+    int value; /* index into bind.values, or -1 for the hash */
+} set_common[] = {
+    {"event_id", 0}, {"user_id", 1}, {"type", 2},       {"offset", 4},        {"hash", -1},
+    {"time", 6},     {"ifmatch", 7}, {"request_id", 8}, {"request_hash", 11},
+};
+#define SET_NCOMMON     (sizeof(set_common) / sizeof(set_common[0]))
+#define SET_COLUMNS_MAX (1 + SET_NCOMMON + APPLY_BIND_MAX - APPLY_COMMON_PARAMS)
+
+/* The statement of a set-based function: ($1::integer, $2::json), or with set_columns a
+ * text[] per column. */
+static void set_sql(const struct apply_event_type *t, char *sql, size_t size)
+{
+    size_t n = (size_t)snprintf(
+        sql, size, "SELECT idx, status, reason, resource FROM %s($1::integer", t->set_function);
+    size_t ncols =
+        t->set_columns ? 1 + SET_NCOMMON + (size_t)(t->nparams - APPLY_COMMON_PARAMS) : 0;
+
+    if (!t->set_columns)
+        n += (size_t)snprintf(sql + n, size - n, ", $2::json");
+    for (size_t c = 0; c < ncols && n < size; c++)
+        n += (size_t)snprintf(sql + n, size - n, ", $%zu::text[]", c + 2);
+    if (n < size)
+        snprintf(sql + n, size - n, ")");
+}
+
 /* Prepares the statements and opens the session's staging table once per backend: a new or
  * reset connection has neither. */
 static int ensure_prepared(apply_ctx_t *ctx, char *err, size_t errlen)
@@ -273,9 +301,7 @@ static int ensure_prepared(apply_ctx_t *ctx, char *err, size_t errlen)
             return rc;
         if (!types[i].set_function)
             continue;
-        snprintf(sql, sizeof(sql),
-                 "SELECT idx, status, reason, resource FROM %s($1::integer, $2::json)",
-                 types[i].set_function);
+        set_sql(&types[i], sql, sizeof(sql));
         rc = prepare_one(ctx, types[i].set_function, sql, err, errlen);
         if (rc != APPLY_OK)
             return rc;
@@ -560,6 +586,14 @@ static bool set_member(struct jsonw *b, const char *key, const char *value)
     return true;
 }
 
+/* Whether item i goes into the set-based statement of round r and type t. */
+static bool in_set(const apply_ctx_t *ctx, size_t i, unsigned r, const struct apply_event_type *t)
+{
+    const struct item *it = &ctx->items[i];
+
+    return it->round == r && it->plan == PLAN_SQL && it->type == t;
+}
+
 /* The JSON array a set-based statement takes: the items of [lo, hi) in round r of type t,
  * each {"i":index,"event_id":...,<the type's fields>} with every value a string or null
  * (the function's recordset types them). Written straight into one buffer: with jansson
@@ -568,13 +602,6 @@ static bool set_member(struct jsonw *b, const char *key, const char *value)
 static char *set_json(apply_ctx_t *ctx, size_t lo, size_t hi, unsigned r,
                       const struct apply_event_type *t)
 {
-    static const struct {
-        const char *key;
-        int value; /* index into bind.values, or -1 for the hash */
-    } common[] = {
-        {"event_id", 0}, {"user_id", 1}, {"type", 2},       {"offset", 4},        {"hash", -1},
-        {"time", 6},     {"ifmatch", 7}, {"request_id", 8}, {"request_hash", 11},
-    };
     struct jsonw b = {0};
     int nfields = t->nparams - APPLY_COMMON_PARAMS;
     bool first = true;
@@ -588,14 +615,14 @@ static char *set_json(apply_ctx_t *ctx, size_t lo, size_t hi, unsigned r,
         bool ok = true;
         int n;
 
-        if (it->round != r || it->plan != PLAN_SQL || it->type != t)
+        if (!in_set(ctx, i, r, t))
             continue;
         n = snprintf(num, sizeof(num), "%s{\"i\":%zu", first ? "" : ",", i);
         jsonw_add(&b, num, (size_t)n);
         first = false;
-        for (size_t k = 0; k < sizeof(common) / sizeof(common[0]); k++)
-            ok = ok && set_member(&b, common[k].key,
-                                  common[k].value < 0 ? it->hash + 2 : v[common[k].value]);
+        for (size_t k = 0; k < SET_NCOMMON; k++)
+            ok = ok && set_member(&b, set_common[k].key,
+                                  set_common[k].value < 0 ? it->hash + 2 : v[set_common[k].value]);
         for (int k = 0; k < nfields; k++)
             ok = ok && set_member(&b, t->fields[k], v[APPLY_COMMON_PARAMS + k]);
         JSONW_LIT(&b, "}");
@@ -606,6 +633,91 @@ static char *set_json(apply_ctx_t *ctx, size_t lo, size_t hi, unsigned r,
     }
     JSONW_LIT(&b, "]");
     return jsonw_finish(&b, NULL);
+}
+
+/* Column c of item it for set_columns (c >= 1; column 0, the index, is written apart). */
+static const char *set_cell(const struct item *it, size_t c)
+{
+    if (c <= SET_NCOMMON)
+        return set_common[c - 1].value < 0 ? it->hash + 2
+                                           : it->bind.values[set_common[c - 1].value];
+    return it->bind.values[APPLY_COMMON_PARAMS + (c - 1 - SET_NCOMMON)];
+}
+
+static unsigned char *put32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+    return p + 4;
+}
+
+/* The batch of a set-based statement (as set_json) as one text[] per column in the binary
+ * format array_recv reads: ndim 1, a has-nulls flag, the element type (text, oid 25), the
+ * length and lower bound 1, then per element its length (-1: NULL) and bytes. No JSON for
+ * the database to lex, no field names to look up per row. All columns go in one allocation,
+ * returned for the caller to free; values/lengths/formats[0 .. *ncols) describe them. NULL
+ * on allocation failure. */
+static char *set_columns(apply_ctx_t *ctx, size_t lo, size_t hi, unsigned r,
+                         const struct apply_event_type *t, const char **values, int *lengths,
+                         int *formats, size_t *ncols)
+{
+    size_t nc = 1 + SET_NCOMMON + (size_t)(t->nparams - APPLY_COMMON_PARAMS);
+    size_t size[SET_COLUMNS_MAX], total = 0, rows = 0;
+    unsigned char *buf, *p;
+
+    for (size_t c = 0; c < nc; c++)
+        size[c] = 20;
+    for (size_t i = lo; i < hi; i++) {
+        if (!in_set(ctx, i, r, t))
+            continue;
+        rows++;
+        size[0] += 4 + 20; /* an index has at most 20 digits */
+        for (size_t c = 1; c < nc; c++) {
+            const char *v = set_cell(&ctx->items[i], c);
+            size[c] += 4 + (v ? strlen(v) : 0);
+        }
+    }
+    for (size_t c = 0; c < nc; c++)
+        total += size[c];
+    if (!(buf = malloc(total)))
+        return NULL;
+    p = buf;
+    for (size_t c = 0; c < nc; c++) {
+        unsigned char *start = p;
+        bool nulls = false;
+
+        p = put32(put32(put32(put32(put32(p, 1), 0), 25), (uint32_t)rows), 1);
+        for (size_t i = lo; i < hi; i++) {
+            const char *v;
+            size_t n;
+            char num[24];
+
+            if (!in_set(ctx, i, r, t))
+                continue;
+            if (c == 0) {
+                n = (size_t)snprintf(num, sizeof(num), "%zu", i);
+                v = num;
+            } else if (!(v = set_cell(&ctx->items[i], c))) {
+                p = put32(p, UINT32_MAX); /* -1 */
+                nulls = true;
+                continue;
+            } else {
+                n = strlen(v);
+            }
+            p = put32(p, (uint32_t)n);
+            memcpy(p, v, n);
+            p += n;
+        }
+        if (nulls)
+            put32(start + 4, 1);
+        values[c] = (const char *)start;
+        lengths[c] = (int)(p - start);
+        formats[c] = 1;
+    }
+    *ncols = nc;
+    return (char *)buf;
 }
 
 /* Plans the rounds of items[lo, hi) for the set-based path. -1 on allocation failure. */
@@ -722,25 +834,37 @@ static long send_items(apply_ctx_t *ctx, int32_t partition, size_t lo, size_t hi
         }
         for (size_t t = 0; t < ntypes; t++) {
             bool any = false;
-            const char *values[2];
-            char *json;
-            int ok;
+            const char *values[1 + SET_COLUMNS_MAX];
+            int lengths[1 + SET_COLUMNS_MAX], formats[1 + SET_COLUMNS_MAX], ok;
+            size_t ncols;
+            char *buf;
 
             if (!types[t].set_function)
                 continue;
             for (size_t i = lo; i < hi && !any; i++)
-                any = ctx->items[i].round == r && ctx->items[i].plan == PLAN_SQL &&
-                      ctx->items[i].type == &types[t];
+                any = in_set(ctx, i, r, &types[t]);
             if (!any)
                 continue;
-            json = set_json(ctx, lo, hi, r, &types[t]);
-            if (!json)
-                return -2;
             values[0] = s_part;
-            values[1] = json;
-            /* libpq copies the parameters into its buffer: json may go at once. */
-            ok = PQsendQueryPrepared(ctx->conn, types[t].set_function, 2, values, NULL, NULL, 0);
-            free(json);
+            lengths[0] = formats[0] = 0;
+            ncols = 1;
+            if (types[t].set_columns) {
+                size_t n;
+                buf = set_columns(ctx, lo, hi, r, &types[t], values + 1, lengths + 1, formats + 1,
+                                  &n);
+                ncols += n;
+            } else {
+                buf = set_json(ctx, lo, hi, r, &types[t]);
+                values[1] = buf;
+                lengths[1] = formats[1] = 0;
+                ncols = 2;
+            }
+            if (!buf)
+                return -2;
+            /* libpq copies the parameters into its buffer: buf may go at once. */
+            ok = PQsendQueryPrepared(ctx->conn, types[t].set_function, (int)ncols, values, lengths,
+                                     formats, 0);
+            free(buf);
             if (ok != 1)
                 return -1;
             cmds[nc++].kind = CMD_SET;

@@ -6,6 +6,7 @@
 #ifndef DIARY_APPLY_EVENT_H
 #define DIARY_APPLY_EVENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -67,6 +68,11 @@ struct apply_event_type {
     const char *const *fields;
     /* What a bound event reads and writes (keys[0] is always the event id, written). */
     size_t (*keys)(const struct apply_bind *b, struct apply_key keys[APPLY_KEYS_MAX]);
+    /* How the set-based function takes its batch: false, one JSON array of objects (json,
+     * read by json_to_recordset); true, one text[] per column in binary format, $2 the items'
+     * indexes, then the common members, then the fields (no JSON for the database to parse:
+     * the frequent types). */
+    bool set_columns;
 };
 
 /* The table, for the prepare step and the docs. */
