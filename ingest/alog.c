@@ -5,25 +5,36 @@
 #include <string.h>
 #include <time.h>
 
-/* Appends "s" when it needs no JSON escape: printable ASCII other than quote and backslash. */
+/* The bytes that need no JSON escape: printable ASCII other than quote and backslash. */
+static const bool plain[256] = {
+    [0x20 ... 0x21] = true, /* ' ' '!' */
+    [0x23 ... 0x5b] = true, /* '#' .. '[' */
+    [0x5d ... 0x7e] = true, /* ']' .. '~' */
+};
+
+/* The length of s when no byte of it needs a JSON escape, else of its plain start: s[n] is
+ * then not the NUL. */
+static size_t plain_len(const char *s)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t n = 0;
+
+    while (plain[u[n]])
+        n++;
+    return n;
+}
+
+/* Appends "s" when it needs no JSON escape. */
 static bool put_plain(char **p, const char *end, const char *s)
 {
-    char *o = *p;
+    size_t n = plain_len(s);
 
-    if (o >= end)
+    if (s[n] != '\0' || (size_t)(end - *p) < n + 2)
         return false;
-    *o++ = '"';
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-
-        if (c < 0x20 || c > 0x7e || c == '"' || c == '\\' || o >= end)
-            return false;
-        *o++ = (char)c;
-    }
-    if (o >= end)
-        return false;
-    *o++ = '"';
-    *p = o;
+    *(*p)++ = '"';
+    memcpy(*p, s, n);
+    *p += n;
+    *(*p)++ = '"';
     return true;
 }
 

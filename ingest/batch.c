@@ -377,7 +377,7 @@ void batch_post(struct req *r)
     char *ids;
     long secs;
 
-    if (req_header(r, "Idempotency-Key")) {
+    if (req_header(r, REQ_HDR_IDEMPOTENCY_KEY)) {
         free(b);
         req_invalid(r, "Idempotency-Key", "give each item its own idempotency_key instead");
         return;
@@ -388,7 +388,8 @@ void batch_post(struct req *r)
     }
     b->n = n;
     r->batch = b;
-    if (hdr_prefer_wait(req_header(r, "Prefer"), &secs) && secs > 0 && r->app->cfg.max_wait > 0)
+    if (hdr_prefer_wait(req_header(r, REQ_HDR_PREFER), &secs) && secs > 0 &&
+        r->app->cfg.max_wait > 0)
         b->wait_secs = secs < r->app->cfg.max_wait ? secs : r->app->cfg.max_wait;
     for (size_t i = 0; i < n; i++)
         prepare_item(r, i, json_array_get(items, i));

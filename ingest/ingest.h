@@ -146,7 +146,20 @@ typedef void (*req_wait_cb)(struct req *r, enum replwait_status st);
 
 struct conn;
 
-#define REQ_KNOWN_HEADERS 10 /* the headers server.c's table names */
+/* The request headers ingest reads, by their index in server.c's table of names. */
+enum req_hdr {
+    REQ_HDR_PREFER,
+    REQ_HDR_IF_MATCH,
+    REQ_HDR_TRACEPARENT,
+    REQ_HDR_CONTENT_TYPE,
+    REQ_HDR_REQUEST_ID,
+    REQ_HDR_AUTHORIZATION,
+    REQ_HDR_CONTENT_LENGTH,
+    REQ_HDR_IDEMPOTENCY_KEY,
+    REQ_HDR_OCCURRED_AT,
+    REQ_HDR_MIN_POSITION,
+    REQ_KNOWN_HEADERS
+};
 
 struct req {
     struct ingest *app;
@@ -220,7 +233,9 @@ int server_check_schemas(char *err, size_t errlen) __attribute__((warn_unused_re
 bool req_live(const struct req *r);
 void req_hold(struct req *r);
 void req_release(struct req *r);
-const char *req_header(const struct req *r, const char *name);
+/* The first value of the header, as evhttp_find_header would find it; NULL when the request
+ * has none or is answered. */
+const char *req_header(const struct req *r, enum req_hdr which);
 void req_add_header(struct req *r, const char *name, const char *value);
 /* Answers with body (stolen; NULL: empty) as application/json. */
 void req_reply(struct req *r, int status, json_t *body);

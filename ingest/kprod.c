@@ -78,7 +78,10 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
 {
     char buf[64];
 
-    while (read(fd, buf, sizeof(buf)) > 0)
+    /* librdkafka writes one byte when the queue stops being empty: one read empties the pipe
+     * (a full buffer means there may be more). A byte written after the read wakes the loop
+     * again: the pipe is watched level-triggered. */
+    while (read(fd, buf, sizeof(buf)) == (ssize_t)sizeof(buf))
         ;
     kprod_poll(arg);
 }

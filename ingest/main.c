@@ -23,6 +23,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "rng.h"
 #include "validate.h"
 
 #define REPLWAIT_TICK_MS 5
@@ -155,6 +156,26 @@ static void pass_end(struct ingest *app)
     fflush(stderr);
 }
 
+/* The event loop. With epoll's change list, the changes a pass makes to the sockets it
+ * watches go to the kernel once, at the next epoll_wait, merged per socket: evhttp stops
+ * reading a connection while it answers and starts again once the answer is written, and
+ * for a write those two changes (stop writing, start reading) fall in one pass, one
+ * epoll_ctl instead of two. libevent's caveat for the flag is file descriptors cloned with
+ * dup(): diary-ingest watches none (its sockets, libpq's and its own pipes are each opened
+ * once). */
+static struct event_base *new_base(void)
+{
+    struct event_config *cfg = event_config_new();
+    struct event_base *base;
+
+    if (!cfg)
+        return NULL;
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    base = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+    return base;
+}
+
 /* Runs the loop pass by pass until a loopbreak (the drain, a second signal). */
 static void serve(struct ingest *app)
 {
@@ -235,10 +256,10 @@ int main(int argc, char **argv)
     setvbuf(stderr, NULL, _IOFBF, LOG_BUFFER);
     app.log_min = (int)log_level_parse(config_str("DIARY_LOG_LEVEL"));
     log_init("diary-ingest", (enum log_level)app.log_min);
-    /* libsodium's user-space generator (ChaCha20, keyed from the kernel once per thread,
-     * re-keyed after a fork) instead of a getrandom() system call for each request id and
-     * event id. */
-    if (randombytes_set_implementation(&randombytes_internal_implementation) != 0) {
+    /* libsodium's user-space generator (ChaCha20, keyed from the kernel once per thread)
+     * instead of a getrandom() system call for each request id and event id, with a buffer
+     * per thread in front of it (rng.c). */
+    if (rng_install() != 0) {
         fprintf(stderr, "diary-ingest: cannot select libsodium's random generator\n");
         return 2;
     }
@@ -264,7 +285,7 @@ int main(int argc, char **argv)
                                app.cfg.token_key);
     signal(SIGPIPE, SIG_IGN);
 
-    app.base = event_base_new();
+    app.base = new_base();
     if (!app.base) {
         snprintf(err, sizeof(err), "cannot create the event loop");
         goto fail;

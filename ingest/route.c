@@ -22,10 +22,15 @@ const char *route_method_name(unsigned method)
 /* Length of the segment that starts at s: up to the next '/' or the end. */
 static size_t seglen(const char *s)
 {
-    const char *slash = strchr(s, '/');
-    return slash ? (size_t)(slash - s) : strlen(s);
+    size_t n = 0;
+
+    while (s[n] && s[n] != '/')
+        n++;
+    return n;
 }
 
+/* The routes are tried in turn and most part at their first differing byte, so segments are
+ * compared as they are walked rather than measured first. */
 bool route_match_path(const char *pattern, const char *path, struct route_params *params)
 {
     const char *p = pattern, *s = path;
@@ -34,14 +39,14 @@ bool route_match_path(const char *pattern, const char *path, struct route_params
     if (*p != '/' || *s != '/')
         return false;
     while (*p == '/' && *s == '/') {
-        size_t pl, sl;
+        size_t pl;
 
         p++;
         s++;
-        pl = seglen(p);
-        sl = seglen(s);
-        if (pl >= 2 && p[0] == '{' && p[pl - 1] == '}') {
+        pl = *p == '{' ? seglen(p) : 0;
+        if (pl >= 2 && p[pl - 1] == '}') {
             int i = params->count;
+            size_t sl = seglen(s);
 
             if (sl == 0 || sl >= ROUTE_PARAM_MAX || i >= ROUTE_MAX_PARAMS)
                 return false;
@@ -50,11 +55,17 @@ bool route_match_path(const char *pattern, const char *path, struct route_params
             memcpy(params->values[i], s, sl);
             params->values[i][sl] = '\0';
             params->count++;
-        } else if (pl != sl || memcmp(p, s, pl) != 0) {
-            return false;
+            p += pl;
+            s += sl;
+            continue;
         }
-        p += pl;
-        s += sl;
+        /* A literal segment: equal bytes up to the end of both segments. */
+        while (*p && *p != '/' && *p == *s) {
+            p++;
+            s++;
+        }
+        if ((*p && *p != '/') || (*s && *s != '/'))
+            return false;
     }
     return *p == '\0' && *s == '\0';
 }
@@ -67,16 +78,19 @@ enum route_result route_find(const struct route *table, size_t count, unsigned m
 
     *allow = 0;
     *out = NULL;
+    /* The rows of the request's method first: the first of them whose path matches is the
+     * first matching row of the table. Only without one are the other rows' paths matched,
+     * for the Allow header. */
     for (size_t i = 0; i < count; i++) {
-        if (!route_match_path(table[i].pattern, path, &scratch))
-            continue;
-        if (table[i].method == method) {
+        if (table[i].method == method && route_match_path(table[i].pattern, path, &scratch)) {
             *out = &table[i];
             *params = scratch;
             return ROUTE_FOUND;
         }
-        *allow |= table[i].method;
     }
+    for (size_t i = 0; i < count; i++)
+        if (table[i].method != method && route_match_path(table[i].pattern, path, &scratch))
+            *allow |= table[i].method;
     return *allow ? ROUTE_NO_METHOD : ROUTE_NO_PATH;
 }
 

@@ -49,8 +49,9 @@ enum route_result { ROUTE_FOUND, ROUTE_NO_PATH, ROUTE_NO_METHOD };
  * non-empty segment of at most ROUTE_PARAM_MAX - 1 bytes; literal segments match exactly. */
 bool route_match_path(const char *pattern, const char *path, struct route_params *params);
 
-/* Finds the row for method and path. ROUTE_FOUND: *out and params are set. ROUTE_NO_METHOD:
- * the path exists for other methods, whose bits are in *allow. ROUTE_NO_PATH: nothing. */
+/* Finds the row for method and path: the first row of the table with both. ROUTE_FOUND: *out
+ * and params are set. ROUTE_NO_METHOD: the path exists for other methods, whose bits are in
+ * *allow (read it only then). ROUTE_NO_PATH: nothing. */
 enum route_result route_find(const struct route *table, size_t count, unsigned method,
                              const char *path, const struct route **out,
                              struct route_params *params, unsigned *allow);

@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/http_struct.h>
 #include <event2/keyvalq_struct.h>
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -41,6 +42,7 @@
 #include "alog.h"
 #include "http.h"
 #include "log.h"
+#include "textw.h"
 #include "validate.h"
 
 #define MAX_HEADERS_SIZE   16384
@@ -427,21 +429,37 @@ static struct conn *conn_get(struct ingest *app, struct evhttp_connection *evcon
 
 /* ---- answers --------------------------------------------------------------------------- */
 
-/* The headers ingest reads, spelt as its callers spell them. */
+/* The headers ingest reads, in the order of enum req_hdr, spelt as evhttp_find_header would
+ * be asked for them; and their lengths (server_setup), so that a header of the request is
+ * compared only with the names of its own length. */
 static const char *const known_headers[REQ_KNOWN_HEADERS] = {
-    "Prefer",        "If-Match",       "traceparent",     "Content-Type",      "X-Request-Id",
-    "Authorization", "Content-Length", "Idempotency-Key", "Diary-Occurred-At", "Diary-Min-Position",
+    [REQ_HDR_PREFER] = "Prefer",
+    [REQ_HDR_IF_MATCH] = "If-Match",
+    [REQ_HDR_TRACEPARENT] = "traceparent",
+    [REQ_HDR_CONTENT_TYPE] = "Content-Type",
+    [REQ_HDR_REQUEST_ID] = "X-Request-Id",
+    [REQ_HDR_AUTHORIZATION] = "Authorization",
+    [REQ_HDR_CONTENT_LENGTH] = "Content-Length",
+    [REQ_HDR_IDEMPOTENCY_KEY] = "Idempotency-Key",
+    [REQ_HDR_OCCURRED_AT] = "Diary-Occurred-At",
+    [REQ_HDR_MIN_POSITION] = "Diary-Min-Position",
 };
+static size_t known_header_lens[REQ_KNOWN_HEADERS];
 
-/* The index of name in known_headers (an exact match), or -1. */
-static int known_header(const char *name)
+/* evutil_ascii_strcasecmp's equality for n bytes: ASCII letters compared without case. */
+static bool ascii_case_equal(const char *a, const char *b, size_t n)
 {
-    size_t n = strlen(name);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
 
-    for (int i = 0; i < REQ_KNOWN_HEADERS; i++)
-        if (strlen(known_headers[i]) == n && memcmp(known_headers[i], name, n) == 0)
-            return i;
-    return -1;
+        if (x >= 'A' && x <= 'Z')
+            x = (unsigned char)(x + ('a' - 'A'));
+        if (y >= 'A' && y <= 'Z')
+            y = (unsigned char)(y + ('a' - 'A'));
+        if (x != y)
+            return false;
+    }
+    return true;
 }
 
 /* One pass over the request's headers: the first value of each known one, as
@@ -458,8 +476,8 @@ static void scan_headers(struct req *r)
         size_t n = strlen(h->key);
 
         for (int i = 0; i < REQ_KNOWN_HEADERS; i++) {
-            if (r->hdrv[i] || strlen(known_headers[i]) != n ||
-                evutil_ascii_strcasecmp(known_headers[i], h->key) != 0)
+            if (known_header_lens[i] != n || r->hdrv[i] ||
+                !ascii_case_equal(known_headers[i], h->key, n))
                 continue;
             r->hdrv[i] = h->value;
             found++;
@@ -470,19 +488,15 @@ static void scan_headers(struct req *r)
     }
 }
 
-const char *req_header(const struct req *r, const char *name)
+const char *req_header(const struct req *r, enum req_hdr which)
 {
     struct req *m = (struct req *)r; /* the scan is a cache: the request does not change */
-    int i;
 
-    if (!r->ev)
+    if (!r->ev || (unsigned)which >= REQ_KNOWN_HEADERS)
         return NULL;
-    i = known_header(name);
-    if (i < 0)
-        return evhttp_find_header(evhttp_request_get_input_headers(r->ev), name);
     if (!r->hdr_scanned)
         scan_headers(m);
-    return r->hdrv[i];
+    return r->hdrv[which];
 }
 
 void req_add_header(struct req *r, const char *name, const char *value)
@@ -504,6 +518,46 @@ static bool reply_begin(struct req *r)
     return true;
 }
 
+/* The Date header's text for now, made once a second with libevent's own formatter. */
+static const char *http_date(void)
+{
+    static time_t made_at = -1;
+    static char text[64];
+    time_t now = time(NULL);
+
+    if (now != made_at) {
+        struct tm tm;
+
+        gmtime_r(&now, &tm);
+        evutil_date_rfc1123(text, sizeof(text), &tm);
+        made_at = now;
+    }
+    return text;
+}
+
+/* libevent ends the headers of an HTTP/1.1 answer that has a body with Date and then
+ * Content-Length, each unless the answer has it already, formatting both for every answer
+ * (gmtime and snprintf). They are added here, last, with the same text and in the same order,
+ * so the bytes on the wire are the same and libevent finds them there. The rules of
+ * evhttp_make_header_response are kept: other answers (HTTP/1.0, HEAD, 1xx, 204, 304) are left
+ * to libevent. Reading the version needs http_struct.h: 2.1 has no getter for it. */
+static void add_framing_headers(struct req *r, int status)
+{
+    struct evkeyvalq *out = evhttp_request_get_output_headers(r->ev);
+    char len[24];
+    struct textw w;
+
+    if (r->ev->major != 1 || r->ev->minor < 1 ||
+        evhttp_request_get_command(r->ev) == EVHTTP_REQ_HEAD || status == 204 || status == 304 ||
+        (status >= 100 && status < 200))
+        return;
+    evhttp_add_header(out, "Date", http_date());
+    textw_init(&w, len, sizeof(len));
+    textw_u64(&w, evbuffer_get_length(evhttp_request_get_output_buffer(r->ev)));
+    if (textw_done(&w) > 0)
+        evhttp_add_header(out, "Content-Length", len);
+}
+
 void req_reply_text(struct req *r, int status, const char *ctype, const char *body, size_t len)
 {
     if (!reply_begin(r))
@@ -512,6 +566,7 @@ void req_reply_text(struct req *r, int status, const char *ctype, const char *bo
         evbuffer_add(evhttp_request_get_output_buffer(r->ev), body, len);
     if (ctype)
         evhttp_add_header(evhttp_request_get_output_headers(r->ev), "Content-Type", ctype);
+    add_framing_headers(r, status);
     evhttp_send_reply(r->ev, status, http_reason(status), NULL);
     finish(r, status);
 }
@@ -772,7 +827,7 @@ static void watch_eof(struct req *r)
 
 static bool authenticate(struct req *r)
 {
-    const char *tok = hdr_bearer(req_header(r, "Authorization"));
+    const char *tok = hdr_bearer(req_header(r, REQ_HDR_AUTHORIZATION));
     const char *detail = "an Authorization: Bearer token is required";
 
     if (tok) {
@@ -847,7 +902,7 @@ static void min_position_reached(struct req *r, enum replwait_status st)
 /* True when the body is within DIARY_MAX_BODY, by its Content-Length and by what arrived. */
 static bool body_size_ok(struct req *r)
 {
-    const char *cl = req_header(r, "Content-Length");
+    const char *cl = req_header(r, REQ_HDR_CONTENT_LENGTH);
     size_t have = evbuffer_get_length(evhttp_request_get_input_buffer(r->ev));
 
     if (cl) {
@@ -894,6 +949,15 @@ static bool path_param_ok(const char *name, const char *value)
     }
 }
 
+/* The name of path parameter i, NUL-terminated in name (cut short if need be). */
+static void param_name(const struct req *r, int i, char name[32])
+{
+    size_t n = r->params.namelens[i] < 31 ? r->params.namelens[i] : 31;
+
+    memcpy(name, r->params.names[i], n);
+    name[n] = '\0';
+}
+
 /* The path parameters' errors (a new array), NULL when they are valid. */
 static json_t *path_errors(const struct req *r)
 {
@@ -902,14 +966,14 @@ static json_t *path_errors(const struct req *r)
     char name[32];
 
     for (int i = 0; i < r->params.count && all_ok; i++) {
-        snprintf(name, sizeof(name), "%.*s", (int)r->params.namelens[i], r->params.names[i]);
+        param_name(r, i, name);
         all_ok = path_param_ok(name, r->params.values[i]);
     }
     if (all_ok)
         return NULL;
     params = json_object();
     for (int i = 0; i < r->params.count; i++) {
-        snprintf(name, sizeof(name), "%.*s", (int)r->params.namelens[i], r->params.names[i]);
+        param_name(r, i, name);
         json_object_set_new(params, name, json_string(r->params.values[i]));
     }
     errs = validate_body(path_schema, params);
@@ -953,7 +1017,7 @@ static void dispatch(struct req *r)
         json_error_t jerr;
         json_t *verrs;
 
-        if (!hdr_json_content_type(req_header(r, "Content-Type"))) {
+        if (!hdr_json_content_type(req_header(r, REQ_HDR_CONTENT_TYPE))) {
             json_decref(errors);
             req_problem(r, 415, "unsupported-media-type", "send the body as application/json",
                         NULL);
@@ -978,7 +1042,7 @@ static void dispatch(struct req *r)
     json_decref(errors);
 
     if (rt->flags & ROUTE_READ) {
-        const char *mp = req_header(r, "Diary-Min-Position");
+        const char *mp = req_header(r, REQ_HDR_MIN_POSITION);
         struct position pos;
 
         if (mp) {
@@ -1034,15 +1098,19 @@ static const char *method_text(enum evhttp_cmd_type cmd)
 
 static void request_id(struct req *r)
 {
-    const char *given = req_header(r, "X-Request-Id");
+    const char *given = req_header(r, REQ_HDR_REQUEST_ID);
     uint8_t raw[16];
+    struct textw w;
 
     if (hdr_request_id_ok(given)) {
         copy_text(r->rid, sizeof(r->rid), given);
         return;
     }
+    /* 32 hex digits fit r->rid (HDR_REQUEST_ID_MAX). */
     randombytes_buf(raw, sizeof(raw));
-    sodium_bin2hex(r->rid, sizeof(r->rid), raw, sizeof(raw));
+    textw_init(&w, r->rid, sizeof(r->rid));
+    textw_hex(&w, raw, sizeof(raw));
+    textw_done(&w);
 }
 
 static void request_cb(struct evhttp_request *ev, void *arg)
@@ -1170,6 +1238,8 @@ int server_setup(struct ingest *app, char *err, size_t errlen)
 
     if (server_check_schemas(err, errlen) != 0)
         return -1;
+    for (int i = 0; i < REQ_KNOWN_HEADERS; i++)
+        known_header_lens[i] = strlen(known_headers[i]);
     for (size_t i = 0; i < NROUTES; i++) {
         snprintf(route_label_buf[i], sizeof(route_label_buf[i]), "%s %s",
                  route_method_name(routes[i].method), routes[i].pattern);

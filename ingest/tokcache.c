@@ -1,6 +1,7 @@
 #include "tokcache.h"
 
 #include <sodium.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,7 +21,7 @@ struct tokcache {
 tokcache_t *tokcache_new(const uint8_t key[TOKEN_KEYBYTES], size_t slots)
 {
     tokcache_t *c = calloc(1, sizeof(*c));
-    size_t n = 1;
+    size_t n = 2;
 
     if (!c)
         return NULL;
@@ -37,12 +38,17 @@ tokcache_t *tokcache_new(const uint8_t key[TOKEN_KEYBYTES], size_t slots)
     return c;
 }
 
+static bool holds(const struct slot *s, const char *token, size_t len)
+{
+    return s->len == len && memcmp(s->token, token, len) == 0;
+}
+
 enum token_status tokcache_verify(tokcache_t *c, const char *token, int64_t now,
                                   struct token_claims *out)
 {
     size_t len = token ? strnlen(token, TOKEN_MAXLEN) : TOKEN_MAXLEN;
     uint8_t h[crypto_shorthash_BYTES];
-    struct slot *s;
+    struct slot *set;
     uint64_t v;
     enum token_status st;
 
@@ -50,16 +56,21 @@ enum token_status tokcache_verify(tokcache_t *c, const char *token, int64_t now,
         return token_verify(c->key, token, now, out);
     crypto_shorthash(h, (const unsigned char *)token, len, c->hkey);
     memcpy(&v, h, sizeof(v));
-    s = &c->slots[v & c->mask];
-    if (s->len == len && memcmp(s->token, token, len) == 0) {
-        *out = s->claims;
-        return now >= out->expires_at ? TOKEN_EXPIRED : TOKEN_OK;
+    set = &c->slots[v & c->mask & ~(size_t)1];
+    for (int i = 0; i < 2; i++) {
+        if (holds(&set[i], token, len)) {
+            *out = set[i].claims;
+            return now >= out->expires_at ? TOKEN_EXPIRED : TOKEN_OK;
+        }
     }
     st = token_verify(c->key, token, now, out);
     if (st == TOKEN_OK) {
-        memcpy(s->token, token, len);
-        s->len = len;
-        s->claims = *out;
+        /* The newest token takes the first slot of its pair, the one there moves to the
+         * second, and the one in the second (the older) is dropped. */
+        set[1] = set[0];
+        memcpy(set[0].token, token, len);
+        set[0].len = len;
+        set[0].claims = *out;
     }
     return st;
 }

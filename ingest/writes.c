@@ -24,6 +24,7 @@
 #include "alog.h"
 #include "http.h"
 #include "log.h"
+#include "textw.h"
 #include "validate.h"
 
 #define SEND_ATTEMPTS 5  /* produce tries while librdkafka's queue is full */
@@ -261,17 +262,23 @@ static void copy_text(char *dst, size_t size, const char *src)
     dst[n] = '\0';
 }
 
-static void add_write_headers(struct req *r)
+/* Location, Diary-Position (pos: the write's position as text) and Preference-Applied. */
+static void add_write_headers(struct req *r, const char *pos)
 {
-    char pos[POSITION_STRLEN], loc[64], pref[32];
+    char loc[64], pref[32];
+    struct textw w;
 
-    position_format(&r->w.pos, pos);
-    memcpy(loc, "/v1/events/", 11);
-    copy_text(loc + 11, sizeof(loc) - 11, r->w.event_id);
+    textw_init(&w, loc, sizeof(loc));
+    textw_str(&w, "/v1/events/");
+    textw_str(&w, r->w.event_id);
+    textw_done(&w); /* an event id always fits */
     req_add_header(r, "Location", loc);
     req_add_header(r, "Diary-Position", pos);
     if (r->w.wait_secs > 0) {
-        snprintf(pref, sizeof(pref), "wait=%ld", r->w.wait_secs);
+        textw_init(&w, pref, sizeof(pref));
+        textw_str(&w, "wait=");
+        textw_i64(&w, r->w.wait_secs);
+        textw_done(&w);
         req_add_header(r, "Preference-Applied", pref);
     }
 }
@@ -281,20 +288,25 @@ static void add_write_headers(struct req *r)
 static void answer_accepted(struct req *r)
 {
     char pos[POSITION_STRLEN], body[256];
-    int n;
+    struct textw w;
+    long n;
 
-    position_format(&r->w.pos, pos);
-    if (r->w.resource_id[0])
-        n = snprintf(body, sizeof(body),
-                     "{\"event_id\":\"%s\",\"position\":\"%s\",\"status\":\"pending\","
-                     "\"id\":\"%s\"}\n",
-                     r->w.event_id, pos, r->w.resource_id);
-    else
-        n = snprintf(body, sizeof(body),
-                     "{\"event_id\":\"%s\",\"position\":\"%s\",\"status\":\"pending\"}\n",
-                     r->w.event_id, pos);
-    add_write_headers(r);
-    req_reply_text(r, 202, "application/json", body, (size_t)n);
+    textw_position(&r->w.pos, pos);
+    textw_init(&w, body, sizeof(body));
+    textw_str(&w, "{\"event_id\":\"");
+    textw_str(&w, r->w.event_id);
+    textw_str(&w, "\",\"position\":\"");
+    textw_str(&w, pos);
+    textw_str(&w, "\",\"status\":\"pending\"");
+    if (r->w.resource_id[0]) {
+        textw_str(&w, ",\"id\":\"");
+        textw_str(&w, r->w.resource_id);
+        textw_char(&w, '"');
+    }
+    textw_str(&w, "}\n");
+    n = textw_done(&w); /* ids and a position always fit */
+    add_write_headers(r, pos);
+    req_reply_text(r, 202, "application/json", body, n > 0 ? (size_t)n : 0);
 }
 
 json_t *writes_problem_object(const char *problem_text, const char *reason)
@@ -322,8 +334,10 @@ json_t *writes_problem_object(const char *problem_text, const char *reason)
 static void answer_rejected(struct req *r, const char *problem_text, const char *reason)
 {
     json_t *p = writes_problem_object(problem_text, reason);
+    char pos[POSITION_STRLEN];
 
-    add_write_headers(r);
+    textw_position(&r->w.pos, pos);
+    add_write_headers(r, pos);
     req_problem_titled(r, (int)json_integer_value(json_object_get(p, "status")),
                        req_problem_slug(json_string_value(json_object_get(p, "type"))),
                        json_string_value(json_object_get(p, "title")),
@@ -346,8 +360,9 @@ static void answer_outcome(struct req *r, const PGresult *res)
         answer_rejected(r, col(res, 1), col(res, 2));
         return;
     }
+    textw_position(&r->w.pos, pos);
     if (!r->w.kind->resource) {
-        add_write_headers(r);
+        add_write_headers(r, pos);
         req_reply(r, 204, NULL);
         return;
     }
@@ -356,10 +371,9 @@ static void answer_outcome(struct req *r, const PGresult *res)
         return;
     }
     body = r->w.kind->resource(res);
-    position_format(&r->w.pos, pos);
     json_object_set_new(body, "event_id", json_string(r->w.event_id));
     json_object_set_new(body, "position", json_string(pos));
-    add_write_headers(r);
+    add_write_headers(r, pos);
     req_reply(r, r->w.kind->applied_status, body);
 }
 
@@ -442,7 +456,7 @@ static char *envelope(struct req *r, const char *type, const char *event_id, con
                       json_t *data, int64_t ifmatch, const char *requesthash, char *time_out,
                       size_t *len, const char *data_text, size_t data_len)
 {
-    const char *tp = req_header(r, "traceparent"), *at = req_header(r, "Diary-Occurred-At");
+    const char *tp = req_header(r, REQ_HDR_TRACEPARENT), *at = req_header(r, REQ_HDR_OCCURRED_AT);
     char time[EVT_TIMELEN], stack[1024], *heap = NULL, *value = NULL;
     struct evt_view v = {
         .id = event_id,
@@ -569,18 +583,25 @@ static void produce(struct req *r)
 
 /* ---- ids and hashes --------------------------------------------------------------------- */
 
-void writes_event_id(const char *user, const char *key, char out[UUID_STRLEN])
+/* writes_event_id's id, not yet formatted. */
+static void event_uuid(const char *user, const char *key, diary_uuid_t *ev)
 {
-    diary_uuid_t ev;
     struct timeval tv;
 
     if (key && *key) {
         const char *parts[] = {user, key};
-        uuid_derive(&ev, "event", parts, 2);
+        uuid_derive(ev, "event", parts, 2);
     } else {
         gettimeofday(&tv, NULL);
-        uuid_v7(&ev, (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000);
+        uuid_v7(ev, (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000);
     }
+}
+
+void writes_event_id(const char *user, const char *key, char out[UUID_STRLEN])
+{
+    diary_uuid_t ev;
+
+    event_uuid(user, key, &ev);
     uuid_format(&ev, out);
 }
 
@@ -597,15 +618,38 @@ static void child_id(const char *event_id, const char *label, char out[UUID_STRL
     uuid_format(&child, out);
 }
 
+/* writes_request_hash over a body already in canonical form (canon, clen; NULL: none). */
+static void request_hash_text(const struct ingest *app, const char *method, const char *path,
+                              const char *canon, size_t clen, char out[REQHASH_HEXLEN])
+{
+    crypto_generichash_state st;
+    uint8_t h[32];
+    char lower[512];
+    size_t i;
+    struct textw w;
+
+    for (i = 0; path[i] && i < sizeof(lower) - 1; i++)
+        lower[i] = (char)tolower((unsigned char)path[i]);
+    crypto_generichash_init(&st, app->reqhash_key, sizeof(app->reqhash_key), sizeof(h));
+    crypto_generichash_update(&st, (const uint8_t *)method, strlen(method));
+    crypto_generichash_update(&st, (const uint8_t *)"\n", 1);
+    crypto_generichash_update(&st, (const uint8_t *)lower, i);
+    crypto_generichash_update(&st, (const uint8_t *)"\n", 1);
+    if (canon)
+        crypto_generichash_update(&st, (const uint8_t *)canon, clen);
+    crypto_generichash_final(&st, h, sizeof(h));
+    textw_init(&w, out, REQHASH_HEXLEN);
+    textw_hex(&w, h, sizeof(h));
+    textw_done(&w); /* 64 digits fit REQHASH_HEXLEN */
+}
+
 void writes_request_hash(const struct ingest *app, const char *method, const char *path,
                          json_t *body, char out[REQHASH_HEXLEN])
 {
     const size_t flags = JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY;
-    crypto_generichash_state st;
-    uint8_t h[32];
-    char lower[512], stack[1024], *heap = NULL;
+    char stack[1024], *heap = NULL;
     const char *canon = NULL;
-    size_t i, clen = 0;
+    size_t clen = 0;
 
     /* The canonical body in a stack buffer when it fits, else on the heap. */
     if (body) {
@@ -616,19 +660,7 @@ void writes_request_hash(const struct ingest *app, const char *method, const cha
         }
         canon = heap ? heap : stack;
     }
-
-    for (i = 0; path[i] && i < sizeof(lower) - 1; i++)
-        lower[i] = (char)tolower((unsigned char)path[i]);
-    lower[i] = '\0';
-    crypto_generichash_init(&st, app->reqhash_key, sizeof(app->reqhash_key), sizeof(h));
-    crypto_generichash_update(&st, (const uint8_t *)method, strlen(method));
-    crypto_generichash_update(&st, (const uint8_t *)"\n", 1);
-    crypto_generichash_update(&st, (const uint8_t *)lower, strlen(lower));
-    crypto_generichash_update(&st, (const uint8_t *)"\n", 1);
-    if (canon)
-        crypto_generichash_update(&st, (const uint8_t *)canon, clen);
-    crypto_generichash_final(&st, h, sizeof(h));
-    sodium_bin2hex(out, REQHASH_HEXLEN, h, sizeof(h));
+    request_hash_text(app, method, path, canon, clen, out);
     free(heap);
 }
 
@@ -639,13 +671,14 @@ void writes_request_hash(const struct ingest *app, const char *method, const cha
 static bool begin(struct req *r, const struct write_kind *kind)
 {
     long secs;
-    const char *key = req_header(r, "Idempotency-Key"), *im = req_header(r, "If-Match");
+    const char *key = req_header(r, REQ_HDR_IDEMPOTENCY_KEY), *im = req_header(r, REQ_HDR_IF_MATCH);
 
     r->w.kind = kind;
     r->w.msg.r = r;
     r->w.msg.item = -1;
     copy_text(r->w.subject, sizeof(r->w.subject), r->user);
-    if (hdr_prefer_wait(req_header(r, "Prefer"), &secs) && secs > 0 && r->app->cfg.max_wait > 0)
+    if (hdr_prefer_wait(req_header(r, REQ_HDR_PREFER), &secs) && secs > 0 &&
+        r->app->cfg.max_wait > 0)
         r->w.wait_secs = secs < r->app->cfg.max_wait ? secs : r->app->cfg.max_wait;
     if (key && !hdr_idempotency_key_ok(key)) {
         req_invalid(r, "Idempotency-Key", "must be 1 to 255 visible ASCII characters");
@@ -662,9 +695,14 @@ static bool begin(struct req *r, const struct write_kind *kind)
 /* The event id from the user and the key, and the created row's id when the kind has one. */
 static void ids(struct req *r)
 {
-    writes_event_id(r->user, r->w.key, r->w.event_id);
-    if (r->w.kind->label)
-        child_id(r->w.event_id, r->w.kind->label, r->w.resource_id);
+    diary_uuid_t ev, child;
+
+    event_uuid(r->user, r->w.key, &ev);
+    uuid_format(&ev, r->w.event_id);
+    if (r->w.kind->label) {
+        uuid_child(&child, &ev, r->w.kind->label);
+        uuid_format(&child, r->w.resource_id);
+    }
 }
 
 static void proceed(struct req *r);
@@ -699,13 +737,18 @@ static void lookup_read(struct req *r, PGresult *res, const char *err)
 /* Hashes the request and, for a keyed write, checks what became of the key before. A write
  * without a body hashes its event's data instead, which adds what the path does not say:
  * the session a log-out ends, so that one key used by two sessions is not one log-out. */
+static void submit_hashed(struct req *r)
+{
+    if (r->w.key[0] && outcome_query(r, lookup_read) == 0)
+        return;
+    proceed(r);
+}
+
 static void submit(struct req *r)
 {
     writes_request_hash(r->app, r->method, r->path, r->body ? r->body : r->w.data,
                         r->w.requesthash);
-    if (r->w.key[0] && outcome_query(r, lookup_read) == 0)
-        return;
-    proceed(r);
+    submit_hashed(r);
 }
 
 /* ---- passwords -------------------------------------------------------------------------- */
@@ -783,7 +826,7 @@ void writes_user_create(struct req *r)
         writes_event_id("", "", r->w.event_id);
     }
     child_id(r->w.event_id, "user", r->w.resource_id);
-    snprintf(r->w.subject, sizeof(r->w.subject), "%s", r->w.resource_id);
+    copy_text(r->w.subject, sizeof(r->w.subject), r->w.resource_id);
     r->w.data = json_pack("{s:s, s:o, s:o, s:s}", "user_id", r->w.resource_id, "email",
                           body_get(r, "email"), "name", body_get(r, "name"), "password_hash", "");
     submit(r);
@@ -800,7 +843,7 @@ void writes_me_update(struct req *r)
     if (!begin(r, password ? &kinds[K_PASSWORD] : &kinds[K_USER_UPDATE]))
         return;
     ids(r);
-    snprintf(r->w.resource_id, sizeof(r->w.resource_id), "%s", r->user);
+    copy_text(r->w.resource_id, sizeof(r->w.resource_id), r->user);
     r->w.data =
         password ? json_pack("{s:s, s:b}", "password_hash", "", "revoke", 1) : body_pick(r, fields);
     submit(r);
@@ -891,38 +934,78 @@ static void entry_key(struct req *r)
 
 /* The data of diary.entry.set.v1 written as text, byte for byte what jansson dumps for the
  * object json_pack would build (the ids, the date and the meal were validated and need no
- * escape; the amount is dumped by jansson). False when it does not fit: build the object. */
-static bool entry_set_text(struct req *r)
+ * escape; amount is the amount as jansson dumps it). False when it does not fit: build the
+ * object. */
+static bool entry_set_text(struct req *r, const char *amount, size_t an)
 {
     struct req_write *w = &r->w;
-    char amount[64];
-    size_t an = json_dumpb(json_object_get(r->body, "amount"), amount, sizeof(amount),
-                           JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
-    int n;
+    struct textw t;
+    long n;
 
-    if (an == 0 || an >= sizeof(amount))
-        return false;
-    n = snprintf(w->data_text, sizeof(w->data_text),
-                 "{\"entry_id\":\"%s\",\"date\":\"%s\",\"meal_type\":\"%s\",\"food_id\":\"%s\","
-                 "\"amount\":%.*s}",
-                 w->resource_id, w->date, w->meal, w->food_id, (int)an, amount);
-    if (n <= 0 || (size_t)n >= sizeof(w->data_text))
+    textw_init(&t, w->data_text, sizeof(w->data_text));
+    textw_str(&t, "{\"entry_id\":\"");
+    textw_str(&t, w->resource_id);
+    textw_str(&t, "\",\"date\":\"");
+    textw_str(&t, w->date);
+    textw_str(&t, "\",\"meal_type\":\"");
+    textw_str(&t, w->meal);
+    textw_str(&t, "\",\"food_id\":\"");
+    textw_str(&t, w->food_id);
+    textw_str(&t, "\",\"amount\":");
+    textw_mem(&t, amount, an);
+    textw_char(&t, '}');
+    n = textw_done(&t);
+    if (n <= 0)
         return false;
     w->data_len = (size_t)n;
     return true;
 }
 
+/* The requesthash of a body whose only member is the amount: its canonical form is
+ * {"amount":...} with the amount as jansson dumps it, so the one dump serves the event's data
+ * and the hash. False when the body has other members (validation refuses them) or the text
+ * does not fit: hash the body the usual way. */
+static bool entry_set_hash(struct req *r, const char *amount, size_t an)
+{
+    char canon[96];
+    struct textw t;
+    long n;
+
+    if (json_object_size(r->body) != 1)
+        return false;
+    textw_init(&t, canon, sizeof(canon));
+    textw_str(&t, "{\"amount\":");
+    textw_mem(&t, amount, an);
+    textw_char(&t, '}');
+    n = textw_done(&t);
+    if (n <= 0)
+        return false;
+    request_hash_text(r->app, r->method, r->path, canon, (size_t)n, r->w.requesthash);
+    return true;
+}
+
 void writes_entry_set(struct req *r)
 {
+    char amount[64];
+    size_t an;
+
     if (!begin(r, &kinds[K_ENTRY_SET]))
         return;
     ids(r);
     entry_key(r);
-    if (!entry_set_text(r))
+    an = json_dumpb(json_object_get(r->body, "amount"), amount, sizeof(amount),
+                    JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    if (an == 0 || an >= sizeof(amount) || !entry_set_text(r, amount, an)) {
         r->w.data = json_pack("{s:s, s:s, s:s, s:s, s:o}", "entry_id", r->w.resource_id, "date",
                               r->w.date, "meal_type", r->w.meal, "food_id", r->w.food_id, "amount",
                               body_get(r, "amount"));
-    submit(r);
+        submit(r);
+        return;
+    }
+    if (entry_set_hash(r, amount, an))
+        submit_hashed(r);
+    else
+        submit(r);
 }
 
 void writes_entry_remove(struct req *r)
@@ -941,7 +1024,7 @@ void writes_weight_set(struct req *r)
     if (!begin(r, &kinds[K_WEIGHT_SET]))
         return;
     ids(r);
-    snprintf(r->w.date, sizeof(r->w.date), "%s", route_param(&r->params, "date"));
+    copy_text(r->w.date, sizeof(r->w.date), route_param(&r->params, "date"));
     r->w.data = json_pack("{s:s, s:s, s:o}", "weight_id", r->w.resource_id, "date", r->w.date,
                           "weight", body_get(r, "weight"));
     submit(r);
@@ -952,7 +1035,7 @@ void writes_weight_remove(struct req *r)
     if (!begin(r, &kinds[K_WEIGHT_REMOVE]))
         return;
     ids(r);
-    snprintf(r->w.date, sizeof(r->w.date), "%s", route_param(&r->params, "date"));
+    copy_text(r->w.date, sizeof(r->w.date), route_param(&r->params, "date"));
     r->w.data = json_pack("{s:s}", "date", r->w.date);
     submit(r);
 }
@@ -965,7 +1048,7 @@ void writes_rehash(struct req *r, const char *hash, void (*then)(struct req *r))
     r->w.msg.r = r;
     r->w.msg.item = -1;
     r->w.then = then;
-    snprintf(r->w.subject, sizeof(r->w.subject), "%s", r->scratch);
+    copy_text(r->w.subject, sizeof(r->w.subject), r->scratch);
     writes_event_id("", "", r->w.event_id);
     r->w.data = json_pack("{s:s, s:b}", "password_hash", hash, "revoke", 0);
     produce(r);
