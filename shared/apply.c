@@ -251,14 +251,19 @@ static const struct {
 #define SET_NCOMMON     (sizeof(set_common) / sizeof(set_common[0]))
 #define SET_COLUMNS_MAX (1 + SET_NCOMMON + APPLY_BIND_MAX - APPLY_COMMON_PARAMS)
 
+/* The columns of type t's set-based batch: the index, the common members, its fields. */
+static size_t set_ncols(const struct apply_event_type *t)
+{
+    return 1 + SET_NCOMMON + (size_t)(t->nparams - APPLY_COMMON_PARAMS);
+}
+
 /* The statement of a set-based function: ($1::integer, $2::json), or with set_columns a
  * text[] per column. */
 static void set_sql(const struct apply_event_type *t, char *sql, size_t size)
 {
     size_t n = (size_t)snprintf(
         sql, size, "SELECT idx, status, reason, resource FROM %s($1::integer", t->set_function);
-    size_t ncols =
-        t->set_columns ? 1 + SET_NCOMMON + (size_t)(t->nparams - APPLY_COMMON_PARAMS) : 0;
+    size_t ncols = t->set_columns ? set_ncols(t) : 0;
 
     if (!t->set_columns)
         n += (size_t)snprintf(sql + n, size - n, ", $2::json");
@@ -663,7 +668,7 @@ static char *set_columns(apply_ctx_t *ctx, size_t lo, size_t hi, unsigned r,
                          const struct apply_event_type *t, const char **values, int *lengths,
                          int *formats, size_t *ncols)
 {
-    size_t nc = 1 + SET_NCOMMON + (size_t)(t->nparams - APPLY_COMMON_PARAMS);
+    size_t nc = set_ncols(t);
     size_t size[SET_COLUMNS_MAX], total = 0, rows = 0;
     unsigned char *buf, *p;
 

@@ -69,11 +69,57 @@ static void colliding_tokens_keep_their_own_claims(void **state)
     tokcache_destroy(NULL);
 }
 
+/* A slot pair keeps its last two tokens: two tokens that share a pair both answer from
+ * the cache, and a third pushes out the older. The cache is observed by changing its key
+ * after the tokens were verified: an answer from the cache is still TOKEN_OK, a token
+ * verified again fails the MAC check. */
+static void with_key(tokcache_t *c, uint8_t fill)
+{
+    if (fill)
+        memset(c->key, fill, sizeof(c->key));
+    else
+        memcpy(c->key, key, sizeof(c->key));
+}
+
+static void a_pair_keeps_the_last_two(void **state)
+{
+    tokcache_t *c = tokcache_new(key, 1); /* one pair: every token shares it */
+    char a[TOKEN_MAXLEN], b[TOKEN_MAXLEN], d[TOKEN_MAXLEN];
+    struct token_claims cl, want;
+
+    assert_non_null(c);
+    assert_int_equal(c->mask, 1);
+    issue(a, 5000);
+    issue(b, 6000);
+    issue(d, 7000);
+    assert_int_equal(tokcache_verify(c, a, 2000, &cl), TOKEN_OK);
+    assert_int_equal(tokcache_verify(c, b, 2000, &cl), TOKEN_OK);
+
+    with_key(c, 0x5a); /* from here on a verification fails */
+    assert_int_equal(tokcache_verify(c, a, 2000, &cl), TOKEN_OK);
+    assert_int_equal(token_verify(key, a, 2000, &want), TOKEN_OK);
+    assert_memory_equal(&cl, &want, sizeof(cl));
+    assert_int_equal(tokcache_verify(c, b, 2000, &cl), TOKEN_OK);
+    assert_int_equal(token_verify(key, b, 2000, &want), TOKEN_OK);
+    assert_memory_equal(&cl, &want, sizeof(cl));
+    assert_int_equal(tokcache_verify(c, b, 6000, &cl), TOKEN_EXPIRED);
+    assert_int_equal(tokcache_verify(c, d, 2000, &cl), TOKEN_BAD_SIGNATURE);
+
+    with_key(c, 0);
+    assert_int_equal(tokcache_verify(c, d, 2000, &cl), TOKEN_OK); /* d in, a (the older) out */
+    with_key(c, 0x5a);
+    assert_int_equal(tokcache_verify(c, d, 2000, &cl), TOKEN_OK);
+    assert_int_equal(tokcache_verify(c, b, 2000, &cl), TOKEN_OK);
+    assert_int_equal(tokcache_verify(c, a, 2000, &cl), TOKEN_BAD_SIGNATURE);
+    tokcache_destroy(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(cached_answers_are_token_verify_answers),
         cmocka_unit_test(colliding_tokens_keep_their_own_claims),
+        cmocka_unit_test(a_pair_keeps_the_last_two),
     };
     if (sodium_init() < 0)
         return 1;
