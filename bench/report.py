@@ -292,6 +292,10 @@ def markdown(r):
             continue
         w(f"\n{x['workers']} worker(s): batch sizes (cumulative, all workers): "
           + ", ".join(f"<= {k}: {v}" for k, v in x.get("batch_size_cumulative", {}).items()) + ".")
+        if (x.get("attempts") or 1) > 1:
+            w(f"Measured at attempt {x['attempts']}: in the attempt(s) before, the workers' group did not form "
+              f"within 10 s (the devbroker's SyncGroup race, see README.md \"Method\"), and the run was made again "
+              f"with a fresh database and group.")
         wm = x.get("worker_metrics", {})
         bs, os_ = wm.get("diary_worker_batch_seconds_total"), wm.get("diary_worker_outbox_seconds_total")
         if bs is not None and x.get("seconds_total"):
