@@ -53,6 +53,7 @@ enum cmd_kind {
     CMD_REDRIVE, /* diary_event_redrive for items[item] */
     CMD_SET,     /* a set-based statement: one result row per event, by index */
     CMD_FLUSH,   /* diary_apply_flush */
+    CMD_UNSTAGE, /* diary_stage_clear, in place of the flush when the changes are discarded */
     CMD_STAGE,   /* diary.stage = on: per-event calls stage their changes (set-based path) */
     CMD_END      /* COMMIT or ROLLBACK */
 };
@@ -113,6 +114,7 @@ static const struct {
                             "AND ($1::integer < 0 OR \"partition\" = $1::integer)"},
     {"apply_flush", "SELECT seq, user_id, event, type, request_id "
                     "FROM diary_apply_flush($1::integer, $2::text, $3::text)"},
+    {"apply_unstage", "SELECT diary_stage_clear()"},
     {"apply_redrive", "SELECT diary_event_redrive($1::uuid)"},
     /* For the transaction: diary_change_emit stages the changes of per-event calls made by
      * the set-based path, so diary_apply_flush puts them in log order with the others. */
@@ -880,6 +882,11 @@ static long send_items(apply_ctx_t *ctx, int32_t partition, size_t lo, size_t hi
         if (PQsendQueryPrepared(ctx->conn, "apply_flush", 3, values, NULL, NULL, 0) != 1)
             return -1;
         cmds[nc++].kind = CMD_FLUSH;
+    } else if (sets) {
+        /* The staging table keeps its rows past COMMIT (0008): drop what the sets staged. */
+        if (PQsendQueryPrepared(ctx->conn, "apply_unstage", 0, NULL, NULL, NULL, 0) != 1)
+            return -1;
+        cmds[nc++].kind = CMD_UNSTAGE;
     }
     return (long)nc;
 }

@@ -101,9 +101,9 @@ struct apply_opts {
     void *cb_opaque;
     enum apply_mode mode;
     /* The change events are not wanted (diaryctl replay: the stream already carried them):
-     * the set-based path leaves them in the session's staging table, which the COMMIT
-     * empties, instead of writing them to the outbox. What the per-event path writes to the
-     * outbox the caller deletes. */
+     * the set-based path clears them from the session's staging table (diary_stage_clear)
+     * instead of writing them to the outbox. What the per-event path writes to the outbox
+     * the caller deletes. */
     bool discard_changes;
 };
 

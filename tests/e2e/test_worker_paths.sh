@@ -287,5 +287,48 @@ read -r NCHANGES NBAD <"$TMP/changes.check"
 check "diary.changes: $NCHANGES change ids, each twice and identical, per user in log order in both runs" \
     bash -c "[ '$NBAD' = 0 ] && [ '$NCHANGES' -gt 100 ]"
 [ "$NBAD" != 0 ] && head -6 "$TMP/changes.check"
+# ---- the staging table across transactions (0008) ----
+# One session, as a worker's lane: staged rows survive no flush into the next transaction,
+# the table is emptied by the flush while small and truncated past 128 KiB, and a
+# transaction that fails takes its staged rows with it.
+psql -qAtX -v ON_ERROR_STOP=1 -d byset >"$TMP/stage.out" 2>"$TMP/stage.err" <<'SQL'
+\o /dev/null
+SELECT diary_stage_open();
+CREATE TEMP TABLE seen (step text, n bigint);
+CREATE FUNCTION pg_temp.stage(p_n integer, p_bytes integer) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO diary_stage
+    SELECT i, 0, gen_random_uuid(), gen_random_uuid(), 'daily_meals', 'c', gen_random_uuid(),
+           NULL, '"' || repeat('x', p_bytes) || '"', 1, 'r'
+      FROM generate_series(1, p_n) i $$;
+BEGIN;
+SELECT pg_temp.stage(3, 10);
+INSERT INTO seen SELECT 'small flush', count(*) FROM diary_apply_flush(0, 'diary.events', 'test');
+COMMIT;
+INSERT INTO seen SELECT 'left after the small flush', count(*) FROM diary_stage;
+INSERT INTO seen SELECT 'small table kept', (pg_relation_size('pg_temp.diary_stage') > 0)::int;
+BEGIN;
+SELECT pg_temp.stage(2, 10);
+INSERT INTO seen SELECT 'next flush', count(*) FROM diary_apply_flush(0, 'diary.events', 'test');
+COMMIT;
+BEGIN;
+SELECT pg_temp.stage(400, 1000);
+INSERT INTO seen SELECT 'large flush', count(*) FROM diary_apply_flush(0, 'diary.events', 'test');
+COMMIT;
+INSERT INTO seen SELECT 'large table truncated', pg_relation_size('pg_temp.diary_stage');
+BEGIN;
+SELECT pg_temp.stage(5, 10);
+ROLLBACK;
+BEGIN;
+SELECT pg_temp.stage(1, 10);
+SELECT diary_stage_clear();
+INSERT INTO seen SELECT 'after a rollback and a clear', count(*) FROM diary_stage;
+COMMIT;
+DELETE FROM outbox WHERE request_id = 'r';
+\o
+SELECT string_agg(step || '=' || n, ',' ORDER BY ctid) FROM seen;
+SQL
+check "staging table: each flush gets its own transaction's rows only, emptied while small, truncated when large" \
+    test "$(cat "$TMP/stage.out")" = "small flush=3,left after the small flush=0,small table kept=1,next flush=2,large flush=400,large table truncated=0,after a rollback and a clear=0"
+[ -s "$TMP/stage.err" ] && head -5 "$TMP/stage.err"
 worklib_check_sanitizers "no sanitizer report"
 finish worker-paths
