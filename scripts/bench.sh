@@ -506,7 +506,10 @@ apply_attempt() {
     local any=0
     for i in "${pids[@]}"; do alive "$i" && any=1; done
     if [ $any = 0 ]; then say "apply $name: the workers exited at $s of $BACKLOG_N"; break; fi
-    sleep 0.3
+    # The rates come from the probe's samples, not from this loop: once the group has formed
+    # and the profile started, looking once a second keeps this shell's own CPU (awk, ps)
+    # off the two cores the apply measures.
+    if [ -n "$formed" ] && { [ "$name" != apply1 ] || [ -n "$profiled" ]; }; then sleep 1; else sleep 0.3; fi
   done
   cpu_snap "$RUN/cpu-b"
   [ -n "$profiled" ] && perf_finish apply
