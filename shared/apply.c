@@ -313,7 +313,12 @@ static int ensure_prepared(apply_ctx_t *ctx, char *err, size_t errlen)
         if (rc != APPLY_OK)
             return rc;
     }
-    res = PQexec(ctx->conn, "SELECT diary_stage_open()");
+    /* A session that discards its changes tells the set-based functions not to build them
+     * (diary.changes, 0008). */
+    res = PQexec(ctx->conn,
+                 ctx->discard_changes
+                     ? "SELECT diary_stage_open(), set_config('diary.changes', 'off', false)"
+                     : "SELECT diary_stage_open()");
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         char msg[200];
         error_text(res, ctx->conn, msg, sizeof(msg));

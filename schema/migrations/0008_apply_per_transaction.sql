@@ -97,3 +97,25 @@ BEGIN
     PERFORM diary_stage_clear();
 END
 $$;
+
+-- 3. A session that discards its change events (`diaryctl replay`: the stream already carried
+--    them) says so with diary.changes = off, and diary_apply_entries, the bulk of a replay,
+--    then does not build and stage its rows' change events at all. Its body is edited in
+--    place, as in 0005 and 0006; the migration fails if the body does not read as expected.
+DO $$
+DECLARE
+    fn regprocedure := 'diary_apply_entries(integer, text[], text[], text[], text[], text[],
+                        text[], text[], text[], text[], text[], text[], text[], text[], text[],
+                        text[])'::regprocedure;
+    def text := pg_get_functiondef(fn);
+    anchor text := E'FROM dec d WHERE d.action IN (''insert'', ''update'')\n    ), outcome AS (';
+BEGIN
+    IF strpos(def, anchor) = 0 THEN
+        RAISE EXCEPTION '0008: % does not stage its changes as expected', fn;
+    END IF;
+    EXECUTE replace(def, anchor,
+                    E'FROM dec d WHERE d.action IN (''insert'', ''update'')\n'
+                    || E'           AND current_setting(''diary.changes'', true) IS DISTINCT FROM ''off''\n'
+                    || E'    ), outcome AS (');
+END
+$$;

@@ -289,8 +289,9 @@ check "diary.changes: $NCHANGES change ids, each twice and identical, per user i
 [ "$NBAD" != 0 ] && head -6 "$TMP/changes.check"
 # ---- the staging table across transactions (0008) ----
 # One session, as a worker's lane: staged rows survive no flush into the next transaction,
-# the table is emptied by the flush while small and truncated past 128 KiB, and a
-# transaction that fails takes its staged rows with it.
+# the table is emptied by the flush while small and truncated past 128 KiB, a transaction
+# that fails takes its staged rows with it, and with diary.changes = off (replay) an entry
+# set is applied without staging its change.
 psql -qAtX -v ON_ERROR_STOP=1 -d byset >"$TMP/stage.out" 2>"$TMP/stage.err" <<'SQL'
 \o /dev/null
 SELECT diary_stage_open();
@@ -323,12 +324,30 @@ SELECT pg_temp.stage(1, 10);
 SELECT diary_stage_clear();
 INSERT INTO seen SELECT 'after a rollback and a clear', count(*) FROM diary_stage;
 COMMIT;
+CREATE FUNCTION pg_temp.one_entry() RETURNS SETOF text LANGUAGE sql AS $$
+    SELECT e.status FROM (SELECT id::text AS f, user_id::text AS u FROM foods LIMIT 1) x,
+           diary_apply_entries(0, ARRAY['0'], ARRAY[gen_random_uuid()::text], ARRAY[x.u],
+               ARRAY['diary.entry.set.v1'], ARRAY['1'], ARRAY[md5('a')],
+               ARRAY['2026-11-24T10:00:00.000Z'], ARRAY[NULL]::text[], ARRAY['r'],
+               ARRAY[NULL]::text[], ARRAY[gen_random_uuid()::text], ARRAY['1999-01-01'],
+               ARRAY['lunch'], ARRAY[x.f], ARRAY['100']) e $$;
+BEGIN;
+SELECT count(*) AS applied FROM pg_temp.one_entry() s WHERE s = 'applied' \gset
+SELECT count(*) AS staged FROM diary_stage \gset
+ROLLBACK;
+INSERT INTO seen VALUES ('entry applied', :applied), ('its change staged', :staged);
+SELECT set_config('diary.changes', 'off', false);
+BEGIN;
+SELECT count(*) AS applied FROM pg_temp.one_entry() s WHERE s = 'applied' \gset
+SELECT count(*) AS staged FROM diary_stage \gset
+ROLLBACK;
+INSERT INTO seen VALUES ('entry applied, changes off', :applied), ('nothing staged', :staged);
 DELETE FROM outbox WHERE request_id = 'r';
 \o
 SELECT string_agg(step || '=' || n, ',' ORDER BY ctid) FROM seen;
 SQL
 check "staging table: each flush gets its own transaction's rows only, emptied while small, truncated when large" \
-    test "$(cat "$TMP/stage.out")" = "small flush=3,left after the small flush=0,small table kept=1,next flush=2,large flush=400,large table truncated=0,after a rollback and a clear=0"
+    test "$(cat "$TMP/stage.out")" = "small flush=3,left after the small flush=0,small table kept=1,next flush=2,large flush=400,large table truncated=0,after a rollback and a clear=0,entry applied=1,its change staged=1,entry applied, changes off=1,nothing staged=0"
 [ -s "$TMP/stage.err" ] && head -5 "$TMP/stage.err"
 worklib_check_sanitizers "no sanitizer report"
 finish worker-paths
