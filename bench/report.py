@@ -216,6 +216,17 @@ def main():
     return 0
 
 
+def pgss_table(w, rows):
+    if not rows:
+        return
+    w("\nTop statements (pg_stat_statements, top level):\n")
+    w("| calls | total ms | mean ms | rows | statement |")
+    w("|---|---|---|---|---|")
+    for s in rows[:6]:
+        q = s["query"].replace("|", "\\|")
+        w(f"| {s['calls']} | {s['total_ms']} | {s['mean_ms']} | {s['rows']} | `{q[:110]}` |")
+
+
 def cpu_line(cpu):
     if not cpu:
         return ""
@@ -331,13 +342,7 @@ def markdown(r):
             w(f"Time in apply_batch {bs:.1f} s, relaying the outbox {os_ or 0:.1f} s, of "
               f"{x['seconds_total']:.1f} s wall per worker.")
         w(cpu_line(x.get("cpu")) + ".")
-        if x.get("pg_stat_statements"):
-            w("\nTop statements (pg_stat_statements, top level):\n")
-            w("| calls | total ms | mean ms | rows | statement |")
-            w("|---|---|---|---|---|")
-            for s in x["pg_stat_statements"][:6]:
-                q = s["query"].replace("|", "\\|")
-                w(f"| {s['calls']} | {s['total_ms']} | {s['mean_ms']} | {s['rows']} | `{q[:110]}` |")
+        pgss_table(w, x.get("pg_stat_statements"))
     w("\n")
 
     w("## 4. End to end (open-loop load -> ingest -> devbroker -> worker -> primary -> replica, and diary.changes)\n")
@@ -374,6 +379,7 @@ def markdown(r):
             extra.append(f"{x['unsent']:,} requests were still queued in the load generator when the "
                          f"time was up (the pipeline did not keep up with the offered load)")
         w(f"\n{fmt(x['offered_per_s'])}/s: " + "; ".join(extra + [cpu_line(x.get("cpu"))]) + ".")
+        pgss_table(w, x.get("pg_stat_statements"))
     w("\n![latency over time](latency.png)\n")
 
     rp = r.get("replay") or {}

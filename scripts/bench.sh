@@ -428,6 +428,17 @@ EOF
 
 # ---- 3. apply ------------------------------------------------------------------------------
 
+# pgss_top DB OUT: DB's top statements by total time since its pg_stat_statements_reset(), as
+# a JSON array in OUT.
+pgss_top() {
+  psql_p "$1" -c "SELECT coalesce(json_agg(t), '[]') FROM (
+      SELECT calls, round(total_exec_time::numeric, 1) AS total_ms, rows,
+             round((total_exec_time / greatest(calls, 1))::numeric, 3) AS mean_ms,
+             regexp_replace(left(query, 160), '\s+', ' ', 'g') AS query
+      FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '$1')
+      ORDER BY total_exec_time DESC LIMIT 8) t" >"$2" 2>/dev/null || echo '[]' >"$2"
+}
+
 APPLY_BOOT='' APPLY_BROKER_PID='' BACKLOG_N=0
 # apply_run NAME WORKERS: a fresh database, WORKERS workers of one group on the backlog,
 # progress sampled from consumer_offsets until all BACKLOG_N events are applied.
@@ -516,12 +527,7 @@ apply_attempt() {
   for i in $(seq 1 "$n"); do
     curl -sf "http://127.0.0.1:$(worker_port "$name-w$i")/metrics" >"$RUN/$name-w$i.metrics" || true
   done
-  psql_p "$db" -c "SELECT coalesce(json_agg(t), '[]') FROM (
-      SELECT calls, round(total_exec_time::numeric, 1) AS total_ms, rows,
-             round((total_exec_time / greatest(calls, 1))::numeric, 3) AS mean_ms,
-             regexp_replace(left(query, 160), '\s+', ' ', 'g') AS query
-      FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '$db')
-      ORDER BY total_exec_time DESC LIMIT 8) t" >"$RUN/$name.pgss.json" 2>/dev/null || echo '[]' >"$RUN/$name.pgss.json"
+  pgss_top "$db" "$RUN/$name.pgss.json"
   local counts
   counts=$(psql_p "$db" -c "SELECT json_build_object('processed', (SELECT count(*) FROM processed_events),
       'applied', (SELECT count(*) FROM processed_events WHERE status = 'applied'),
@@ -645,10 +651,12 @@ e2e_run() {
   local pchg=$LAST_PID
   wait_for 30 "the change probe" grep -q "probe: reading" "$LOGS/$name-changes.log" || exit 1
   sleep 1
+  psql_p "$db" -c "SELECT pg_stat_statements_reset()" >/dev/null
   cpu_snap "$RUN/cpu-a"
   nice -n 5 "$TOOLS/loadgen" "$INGEST_PORT" "$rate" "$secs" 256 "$USERS_FILE" "$RUN/$name.requests" \
     >"$RUN/$name.loadgen.json" 2>>"$LOGS/$name-loadgen.log"
   cpu_snap "$RUN/cpu-b"
+  pgss_top "$db" "$RUN/$name.pgss.json"
   # Drain: until the replica has every event, or nothing moved for 5 s (a worker that
   # stopped), at most 45 s.
   local setup_events=$((2 * NUSERS)) acked last=-1 still=0 deadline=$((SECONDS + 45)) c
@@ -689,9 +697,10 @@ SELECT json_build_object(
     "$RUN/$name.loadgen.json" "$RUN/$name.check.json" "$RES/$name.series" >"$RUN/$name.result.json"
   python3 - "$RUN/$name.result.json" "$(cpu_diff "$RUN/cpu-a" "$RUN/cpu-b")" "$worker_alive" \
     "$(grep -c 'lost events' "$LOGS/$name-worker.log" || true)" "$RUN/$name-worker.metrics" \
-    >"$RES/$name.json" <<'EOF'
+    "$RUN/$name.pgss.json" >"$RES/$name.json" <<'EOF'
 import json, re, sys
 r = json.load(open(sys.argv[1]))
+r["pg_stat_statements"] = json.load(open(sys.argv[6]))
 r["cpu"] = json.loads(sys.argv[2])
 r["worker_alive_at_end"] = sys.argv[3] == "true"
 r["worker_stopped_for_lost_events"] = int(sys.argv[4] or 0) > 0
