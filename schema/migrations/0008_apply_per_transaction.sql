@@ -24,28 +24,6 @@
 
 DROP INDEX IF EXISTS idx_processed_events_user;
 
-CREATE OR REPLACE FUNCTION diary_stage_open() RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF to_regclass('pg_temp.diary_stage') IS NOT NULL THEN
-        DROP TABLE pg_temp.diary_stage;
-    END IF;
-    CREATE TEMP TABLE diary_stage (
-        "offset"   bigint NOT NULL,
-        idx        integer NOT NULL,
-        event_id   uuid NOT NULL,
-        user_id    uuid NOT NULL,
-        tbl        text NOT NULL,
-        op         text NOT NULL,
-        key        uuid NOT NULL,
-        before     text,
-        after      text,
-        version    bigint NOT NULL,
-        request_id text
-    ) ON COMMIT PRESERVE ROWS;
-END
-$$;
-
 -- Empties the staging table: deletes its rows, or truncates it once it holds more than
 -- 128 KiB (16 pages), live or dead.
 CREATE FUNCTION diary_stage_clear() RETURNS void
@@ -59,42 +37,24 @@ BEGIN
 END
 $$;
 
--- As in 0007, the staged rows cleared by diary_stage_clear.
-CREATE OR REPLACE FUNCTION diary_apply_flush(p_partition integer, p_topic text, p_source text)
-RETURNS TABLE (seq bigint, user_id text, event text, type text, request_id text)
-LANGUAGE plpgsql
-SET plan_cache_mode = force_generic_plan
-AS $$
+-- The table diary_stage_open creates, and the flush's last statement: edited in place, as in
+-- 0005 and 0006 (the migration fails if either does not read as expected).
+DO $$
 DECLARE
-    v_source text := '", "source" : ' || to_json(p_source)::text
-                     || ', "type" : "diary.change.';
-    v_time text := '", "time" : "'
-                   || to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
-                   || '", "datacontenttype" : "application/json", "data" : {"op" : "';
-    v_topic text := '", "topic" : ' || to_json(p_topic)::text || ', "partition" : '
-                    || p_partition::text || ', "offset" : ';
+    open_fn regprocedure := 'diary_stage_open()'::regprocedure;
+    flush_fn regprocedure := 'diary_apply_flush(integer, text, text)'::regprocedure;
+    open_def text := pg_get_functiondef(open_fn);
+    flush_def text := pg_get_functiondef(flush_fn);
 BEGIN
-    RETURN QUERY
-    WITH ins AS (
-        INSERT INTO outbox ("partition", user_id, change_id, type, event, request_id)
-        SELECT p_partition, s.user_id, s.event_id::text || '.' || s.idx::text,
-               'diary.change.' || s.tbl || '.v1',
-               '{"specversion" : "1.0", "id" : "' || s.event_id::text || '.' || s.idx::text
-               || v_source || s.tbl || '.v1", "subject" : "' || s.user_id::text || v_time
-               || s.op || '", "table" : "' || s.tbl || '", "key" : {"id" : "' || s.key::text
-               || '"}, "before" : ' || coalesce(s.before, 'null') || ', "after" : '
-               || coalesce(s.after, 'null') || ', "version" : ' || s.version::text
-               || ', "source" : {"event_id" : "' || s.event_id::text || v_topic
-               || s."offset"::text || '}}}',
-               s.request_id
-          FROM diary_stage s
-         ORDER BY s."offset", s.idx
-        RETURNING outbox.seq, outbox.user_id, outbox.type, outbox.event, outbox.request_id
-    )
-    SELECT ins.seq, ins.user_id::text, ins.event, ins.type, coalesce(ins.request_id, '')
-      FROM ins
-     ORDER BY ins.seq;
-    PERFORM diary_stage_clear();
+    IF strpos(open_def, ') ON COMMIT DELETE ROWS;') = 0 THEN
+        RAISE EXCEPTION '0008: % does not create the table ON COMMIT DELETE ROWS', open_fn;
+    END IF;
+    IF strpos(flush_def, E'    DELETE FROM diary_stage;\nEND') = 0 THEN
+        RAISE EXCEPTION '0008: % does not end by deleting the staged rows', flush_fn;
+    END IF;
+    EXECUTE replace(open_def, ') ON COMMIT DELETE ROWS;', ') ON COMMIT PRESERVE ROWS;');
+    EXECUTE replace(flush_def, E'    DELETE FROM diary_stage;\nEND',
+                    E'    PERFORM diary_stage_clear();\nEND');
 END
 $$;
 
