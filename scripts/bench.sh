@@ -471,7 +471,7 @@ all_assigned() {
 }
 
 apply_attempt() {
-  local name=$1 n=$2 attempt=$3 db=b_$1 group=bench-$1 i pids=() start s deadline profiled= formed=
+  local name=$1 n=$2 attempt=$3 db=b_$1 group=bench-$1 i pids=() start s deadline profiled='' formed=''
   [ "$attempt" -gt 1 ] && group=bench-$1-$attempt
   for i in $(seq 1 "$n"); do
     [ -f "$LOGS/$name-w$i.log" ] && mv "$LOGS/$name-w$i.log" "$LOGS/$name-w$i.attempt$((attempt - 1)).log"

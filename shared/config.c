@@ -15,8 +15,12 @@ static const struct config_entry config_entries[] = {
     {"DIARY_WORKER_PORT", "8081", "worker: port of /healthz, /readyz, /metrics (0 = any free)"},
     {"DIARY_WORKER_PORT_FILE", NULL, "worker: file that receives the bound health port"},
     {"KAFKA_BOOTSTRAP", NULL, "all: Kafka bootstrap servers, host:port[,host:port]"},
-    {"PG_PRIMARY_URL", NULL, "worker, diaryctl: libpq URL of the primary; ingest: read-your-writes fallback when the replica lags"},
-    {"DIARY_API_SCHEMA", NULL, "ingest, diaryctl: the validation rules file (default schema/api.yaml near the binary, then /opt/diary/schema)"},
+    {"PG_PRIMARY_URL", NULL,
+     "worker, diaryctl: libpq URL of the primary; ingest: read-your-writes fallback when the "
+     "replica lags"},
+    {"DIARY_API_SCHEMA", NULL,
+     "ingest, diaryctl: the validation rules file (default schema/api.yaml near the binary, then "
+     "/opt/diary/schema)"},
     {"PG_REPLICA_URL", NULL, "ingest: libpq URL of the read replica"},
     {"DIARY_TOKEN_KEY", NULL, "ingest: 64 hex characters, the key that signs bearer tokens"},
     {"DIARY_TOKEN_TTL", "86400", "ingest: bearer token lifetime in seconds"},
@@ -31,7 +35,8 @@ static const struct config_entry config_entries[] = {
     {"DIARY_REQUEST_TIMEOUT_MS", "30000", "ingest: absolute deadline of one request"},
     {"DIARY_MAX_WAIT", "30", "ingest: largest Prefer: wait=N honoured, seconds"},
     {"DIARY_INGEST_LINGER_MS", "3",
-     "ingest: linger.ms of its producer (larger batches to the broker under load, in exchange for latency)"},
+     "ingest: linger.ms of its producer (larger batches to the broker under load, in exchange for "
+     "latency)"},
     {"DIARY_SOURCE", NULL,
      "ingest: CloudEvents source of this node (default ingest/<host>:<port>)"},
     {"DIARY_GROUP", "diary-apply", "worker: consumer group, also the key of consumer_offsets"},
@@ -40,7 +45,8 @@ static const struct config_entry config_entries[] = {
     {"DIARY_DLQ_TOPIC", "diary.events.dlq", "worker: dead letters"},
     {"DIARY_BATCH_MAX", "1000", "worker: most events applied in one transaction"},
     {"DIARY_APPLY_LANES", "2",
-     "worker: apply threads, each with its own PostgreSQL connection and its share of the partitions"},
+     "worker: apply threads, each with its own PostgreSQL connection and its share of the "
+     "partitions"},
     {"DIARY_SESSION_TIMEOUT_MS", "10000",
      "worker: consumer group session timeout (how soon a dead worker's partitions move)"},
     {"DIARY_APPLY_MODE", "set",
