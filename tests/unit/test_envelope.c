@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "envelope.h"
+#include "test_input.h"
 
 /* The jansson-tree parser evt_parse replaced, and ref_compare(). */
 #include "../fuzz/evt_parse_ref.h"
@@ -187,38 +188,14 @@ static void clock_has_the_envelope_form(void **state)
     "\"time\":\"2026-11-24T16:00:00.123Z\""
 #define DATA ",\"data\":{\"date\":\"2026-11-24\",\"amount\":150.5}"
 
-/* buf in an allocation of exactly len bytes, so that ASan sees any read past the end. */
-static char *exact(const char *buf, size_t len)
-{
-    char *copy = malloc(len ? len : 1);
-
-    assert_non_null(copy);
-    if (len)
-        memcpy(copy, buf, len);
-    return copy;
-}
-
-static void print_input(const char *buf, size_t len)
-{
-    fprintf(stderr, "input (%zu bytes): ", len);
-    for (size_t i = 0; i < len && i < 600; i++) {
-        unsigned char c = (unsigned char)buf[i];
-        if (c >= 0x20 && c < 0x7f)
-            fputc(c, stderr);
-        else
-            fprintf(stderr, "\\x%02x", c);
-    }
-    fputc('\n', stderr);
-}
-
 /* evt_parse and the jansson reference agree on buf. */
 static void expect_same_len(const char *buf, size_t len)
 {
-    char why[1200], *copy = buf ? exact(buf, len) : NULL;
+    char why[1200], *copy = buf ? test_exact(buf, len) : NULL;
     bool same = ref_compare(copy, len, why, sizeof(why));
 
     if (!same) {
-        print_input(buf, len);
+        test_print_input(buf, len);
         free(copy);
         fail_msg("%s", why);
     }
@@ -512,7 +489,7 @@ static void whitespace_everywhere_is_accepted(void **state)
 
     expect_same_len(s, len);
     if (evt_parse(s, len, &e, err, sizeof(err)) != 0) {
-        print_input(s, len);
+        test_print_input(s, len);
         fail_msg("%s", err);
     }
     assert_string_equal(e.source, "ingest/127.0.0.1:8080 \"quoted\" \\ \xc3\xa9\xf0\x9f\x98\x80");
@@ -533,7 +510,7 @@ static void every_truncation_is_refused(void **state)
         for (closed = len; s[closed - 1] != '}'; closed--)
             ;
         for (size_t cut = 0; cut <= len; cut++) {
-            char *copy = exact(s, cut);
+            char *copy = test_exact(s, cut);
             struct evt e;
             int rc = evt_parse(copy, cut, &e, err, sizeof(err));
 

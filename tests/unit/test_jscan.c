@@ -14,21 +14,12 @@
 #include <string.h>
 
 #include "jscan.h"
-
-static char *exact(const char *buf, size_t len)
-{
-    char *copy = malloc(len ? len : 1);
-
-    assert_non_null(copy);
-    if (len)
-        memcpy(copy, buf, len);
-    return copy;
-}
+#include "test_input.h"
 
 /* The whole of buf is one JSON value, to the scanner. */
 static bool scan_valid(const char *buf, size_t len, struct jscan_value *out)
 {
-    char *copy = exact(buf, len);
+    char *copy = test_exact(buf, len);
     struct jscan s;
     struct jscan_value v;
     bool ok;
@@ -56,25 +47,12 @@ static bool jansson_valid(const char *buf, size_t len)
     return j != NULL;
 }
 
-static void show(const char *buf, size_t len)
-{
-    fprintf(stderr, "input (%zu bytes): ", len);
-    for (size_t i = 0; i < len && i < 300; i++) {
-        unsigned char c = (unsigned char)buf[i];
-        if (c >= 0x20 && c < 0x7f)
-            fputc(c, stderr);
-        else
-            fprintf(stderr, "\\x%02x", c);
-    }
-    fputc('\n', stderr);
-}
-
 static void agree_len(const char *buf, size_t len)
 {
     bool mine = scan_valid(buf, len, NULL), theirs = jansson_valid(buf, len);
 
     if (mine != theirs) {
-        show(buf, len);
+        test_print_input(buf, len);
         fail_msg("jscan %s, jansson %s", mine ? "accepts" : "refuses",
                  theirs ? "accepts" : "refuses");
     }
@@ -89,7 +67,7 @@ static void agree(const char *json)
 static bool decode(const char *json, char *dst, size_t cap, size_t *len)
 {
     size_t n = strlen(json);
-    char *copy = exact(json, n);
+    char *copy = test_exact(json, n);
     struct jscan s;
     bool ok;
 
@@ -269,7 +247,7 @@ static void decoding_matches_jansson_at_every_offset(void **state)
                 j = json_loadb(json, m, JSON_DECODE_ANY, &e);
                 ok = decode(json, out, sizeof(out), &len);
                 if (ok != (j != NULL)) {
-                    show(json, m);
+                    test_print_input(json, m);
                     fail_msg("jscan %s, jansson %s", ok ? "accepts" : "refuses",
                              j ? "accepts" : "refuses");
                 }
@@ -458,7 +436,7 @@ static void members_are_walked(void **state)
 {
     const char *json = " { \"a\" : 1 , \"b\\u00e9\" :\t[ {\"x\":1,\"y\":2} ] ,\"c\":\"v\" }\n";
     size_t n = strlen(json), klen, vlen;
-    char *copy = exact(json, n), key[8], val[8];
+    char *copy = test_exact(json, n), key[8], val[8];
     struct jscan s;
     struct jscan_value v;
 
@@ -485,7 +463,7 @@ static void members_are_walked(void **state)
     /* A key longer than the buffer: cut, the whole length told. */
     json = "{\"0123456789\":0}";
     n = strlen(json);
-    copy = exact(json, n);
+    copy = test_exact(json, n);
     jscan_init(&s, copy, n);
     assert_int_equal(jscan_member(&s, true, key, sizeof(key), &klen), 1);
     assert_int_equal(klen, 10);
@@ -512,7 +490,7 @@ static void members_are_walked(void **state)
         int r;
 
         n = strlen(shapes[i].json);
-        copy = exact(shapes[i].json, n);
+        copy = test_exact(shapes[i].json, n);
         jscan_init(&s, copy, n);
         r = jscan_member(&s, true, key, sizeof(key), &klen);
         if (r != shapes[i].first)
@@ -528,7 +506,7 @@ static void members_are_walked(void **state)
         free(copy);
     }
     /* Not at a string. */
-    copy = exact("1", 1);
+    copy = test_exact("1", 1);
     jscan_init(&s, copy, 1);
     assert_false(jscan_string(&s, val, sizeof(val), &vlen));
     free(copy);
