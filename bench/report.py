@@ -334,7 +334,7 @@ def markdown(r):
           + ", ".join(f"<= {k}: {v}" for k, v in x.get("batch_size_cumulative", {}).items()) + ".")
         if (x.get("attempts") or 1) > 1:
             w(f"Measured at attempt {x['attempts']}: in the attempt(s) before, the workers' group did not form "
-              f"within 10 s (the devbroker's SyncGroup race, see README.md \"Method\"), and the run was made again "
+              f"within 10 s (the devbroker's SyncGroup race, README.md item 3, Apply), and the run was made again "
               f"with a fresh database and group.")
         wm = x.get("worker_metrics", {})
         bs, os_ = wm.get("diary_worker_batch_seconds_total"), wm.get("diary_worker_outbox_seconds_total")
