@@ -4,8 +4,10 @@
 #
 #   1. ceilings: bare libevent and nginx answering 202, a raw batched upsert into daily_meals
 #      (replica attached), librdkafka producing to the devbroker; 3 times each
-#   2. ingest: wrk + bench/ingest.lua, authenticated diary writes, 64 and 256 connections
-#   3. apply: a backlog in diary.events applied by one worker, then (fresh database) by two
+#   2. ingest: wrk + bench/ingest.lua, authenticated diary writes, 64 and 256 connections;
+#      then 3 short runs at 256 between runs of the bare libevent server (the ratio target)
+#   3. apply: a backlog in diary.events applied by one worker 3 times, each between runs of
+#      the raw upsert (the ratio target), then (fresh database) by two workers
 #   4. end to end: fixed offered loads, POST -> visible on the replica -> change event, and
 #      the check that every acknowledged write is in the database exactly once
 #   5. replay: the backlog's log into an empty database with diaryctl replay
@@ -21,6 +23,7 @@
 #   BENCH_RESULTS_DIR       where results.* and latency.png go (bench)
 #   BENCH_CEILING_SECONDS   length of one ceiling repetition (3)
 #   BENCH_INGEST_SECONDS    length of one measured ingest run (15), after a 3 s warm-up
+#   BENCH_PAIRED_SECONDS    length of each of the 3 ingest runs between ceiling runs (5)
 #   BENCH_USERS             users created through the API for ingest and e2e (200)
 #   BENCH_APPLY_USERS, BENCH_APPLY_ENTRIES   the backlog: users x (2 + entries) events (1000, 50)
 #   BENCH_E2E_RATES         offered loads in writes/s, RATE[:SECONDS] (1000:20 10000 20000):
@@ -38,6 +41,7 @@ case $BIN_DIR in /*) ;; *) BIN_DIR=$top/$BIN_DIR ;; esac
 RUN=${BENCH_RUN_DIR:-$top/bench/out/run}
 RESULTS_DIR=${BENCH_RESULTS_DIR:-$top/bench}
 CEIL_SECS=${BENCH_CEILING_SECONDS:-3}
+PAIR_SECS=${BENCH_PAIRED_SECONDS:-5}
 INGEST_SECS=${BENCH_INGEST_SECONDS:-15}
 NUSERS=${BENCH_USERS:-200}
 APPLY_USERS=${BENCH_APPLY_USERS:-1000}
@@ -284,6 +288,26 @@ run_wrk() {
 
 # ---- 1. ceilings ---------------------------------------------------------------------------
 
+# upsert_db DB: the raw upsert's database (1000 users with a food each), warmed up.
+upsert_db() {
+  new_db "$1"
+  psql_p "$1" -c "INSERT INTO users (id, email, name, password_hash, created_at, updated_at)
+      SELECT md5('u' || g)::uuid, 'u' || g || '@example.org', 'Bench', 'x', now(), now()
+      FROM generate_series(1, 1000) g" \
+    -c "INSERT INTO foods (id, user_id, name, calories_per_100g, protein_per_100g, carbs_per_100g,
+          fat_per_100g, created_at, updated_at)
+      SELECT md5('f' || g)::uuid, md5('u' || g)::uuid, 'Rolled oats', 379, 13.2, 67.7, 6.5, now(), now()
+      FROM generate_series(1, 1000) g" -c "ANALYZE"
+  "$TOOLS/upsert" "$(purl "$1")" 1 2 500 >/dev/null
+}
+
+# upsert_rep DB OUT: one repetition of the raw upsert ceiling (rows of daily_meals, 500 a
+# statement, 2 connections) from an empty table after a checkpoint; its JSON line into OUT.
+upsert_rep() {
+  psql_p "$1" -c "TRUNCATE daily_meals" -c "CHECKPOINT"
+  "$TOOLS/upsert" "$(purl "$1")" "$CEIL_SECS" 2 500 >>"$2"
+}
+
 phase_ceilings() {
   say "ceilings: bare libevent, nginx, raw upsert, librdkafka (3 x ${CEIL_SECS}s each)"
   local c i port
@@ -340,20 +364,8 @@ EOF
   done
   stop_pid "$ngx"
 
-  # Raw upsert: 1000 users with a food each, rows of daily_meals 500 a statement, 2 connections.
-  new_db b_ceiling
-  psql_p b_ceiling -c "INSERT INTO users (id, email, name, password_hash, created_at, updated_at)
-      SELECT md5('u' || g)::uuid, 'u' || g || '@example.org', 'Bench', 'x', now(), now()
-      FROM generate_series(1, 1000) g" \
-    -c "INSERT INTO foods (id, user_id, name, calories_per_100g, protein_per_100g, carbs_per_100g,
-          fat_per_100g, created_at, updated_at)
-      SELECT md5('f' || g)::uuid, md5('u' || g)::uuid, 'Rolled oats', 379, 13.2, 67.7, 6.5, now(), now()
-      FROM generate_series(1, 1000) g" -c "ANALYZE"
-  "$TOOLS/upsert" "$(purl b_ceiling)" 1 2 500 >/dev/null
-  for i in 1 2 3; do
-    psql_p b_ceiling -c "TRUNCATE daily_meals" -c "CHECKPOINT"
-    "$TOOLS/upsert" "$(purl b_ceiling)" "$CEIL_SECS" 2 500 >>"$RES/ceiling-upsert.jsonl"
-  done
+  upsert_db b_ceiling
+  for i in 1 2 3; do upsert_rep b_ceiling "$RES/ceiling-upsert.jsonl"; done
   psql_p postgres -c "DROP DATABASE b_ceiling"
 
   start_broker ceiling
@@ -421,9 +433,32 @@ w.update({"connections": int(sys.argv[8]),
 json.dump(w, sys.stdout)
 EOF
   done
+  ingest_paired "http://127.0.0.1:$INGEST_PORT"
   stop_pid "$INGEST_PID"
   stop_pid "$BROKER_PID" 5 KILL
   psql_p postgres -c "DROP DATABASE b_ingest"
+}
+
+# ingest_paired URL: ingest at 256 connections between runs of the bare libevent server, for
+# the ratio target. The machine's speed moves by up to a third within minutes (bench/README.md,
+# "Paired ratios"), more than the ratio's margin, so each ingest run is compared with the
+# ceiling measured just before and just after it: ceiling, ingest, ceiling, ingest, ceiling,
+# ingest, ceiling, with the same requests.
+ingest_paired() {
+  local i port chttp
+  say "ingest: paired with the bare libevent server (3 x ${PAIR_SECS}s, 4 x ${CEIL_SECS}s)"
+  rm -f "$RUN/ceiling_http.port"
+  start_bg ceiling-http-paired "$TOOLS/ceiling_http" "$RUN/ceiling_http.port"
+  chttp=$LAST_PID
+  wait_for 10 "ceiling_http" test -s "$RUN/ceiling_http.port" || exit 1
+  port=$(cat "$RUN/ceiling_http.port")
+  run_wrk "http://127.0.0.1:$port" 256 2 /dev/null
+  for i in 1 2 3; do
+    run_wrk "http://127.0.0.1:$port" 256 "$CEIL_SECS" "$RES/paired-libevent-256.jsonl"
+    run_wrk "$1" 256 "$PAIR_SECS" "$RES/paired-ingest-256.jsonl"
+  done
+  run_wrk "http://127.0.0.1:$port" 256 "$CEIL_SECS" "$RES/paired-libevent-256.jsonl"
+  stop_pid "$chttp"
 }
 
 # ---- 3. apply ------------------------------------------------------------------------------
@@ -584,6 +619,7 @@ EOF
 }
 
 phase_apply() {
+  local i
   start_broker apply
   APPLY_BOOT=$BOOT APPLY_BROKER_PID=$BROKER_PID
   say "apply: producing the backlog ($APPLY_USERS users x (2 + $APPLY_ENTRIES) events)"
@@ -592,10 +628,15 @@ phase_apply() {
   BACKLOG_N=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["events"])' "$RES/backlog.json")
   # One worker three times (the first profiled), so that the report shows the spread of the
   # figure the targets use; two workers once.
-  say "apply: $BACKLOG_N events, one worker (3 runs)"
-  apply_run apply1 1
-  apply_run apply1b 1
-  apply_run apply1c 1
+  # The raw upsert ceiling before and after each, for the ratio target (as ingest_paired).
+  say "apply: $BACKLOG_N events, one worker (3 runs, each between runs of the raw upsert)"
+  upsert_db b_paired
+  upsert_rep b_paired "$RES/paired-upsert.jsonl"
+  for i in 1 1b 1c; do
+    apply_run "apply$i" 1
+    upsert_rep b_paired "$RES/paired-upsert.jsonl"
+  done
+  psql_p postgres -c "DROP DATABASE b_paired"
   say "apply: two workers"
   apply_run apply2 2
   apply_callers
