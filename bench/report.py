@@ -51,6 +51,11 @@ def ratio(a, b):
     return round(a / b, 3) if a and b else None
 
 
+def wrk_rate(x):
+    """Requests a second of one wrk summary."""
+    return round(x["requests"] / (x["duration_us"] / 1e6))
+
+
 def paired(ceilings, measured):
     """Each measured figure against the mean of the ceiling runs just before and just after it
     (ceilings has one run more than measured): the ratios, their median, and how far the
@@ -65,6 +70,13 @@ def paired(ceilings, measured):
     ratios = [x["ratio"] for x in rows if x["ratio"]]
     return {"runs": rows, "ratio_median": statistics.median(ratios) if ratios else None,
             "ratio_spread": spread(ratios), "ceiling_spread": spread(ceilings)}
+
+
+def paired_target(name, pr, goal, what):
+    pr = pr or {}
+    return target(f"{name} (paired runs, median)", pr.get("ratio_median"), ">=", goal,
+                  note=f"{len(pr['runs'])} {what} runs, each against the ceiling just before and after it"
+                  if pr else "")
 
 
 def fmt(x, unit=""):
@@ -107,7 +119,7 @@ def main():
     for server in ("libevent", "nginx"):
         for conns in (64, 256):
             runs = load_lines(os.path.join(res, f"ceiling-{server}-{conns}.jsonl"))
-            s = spread([round(x["requests"] / (x["duration_us"] / 1e6)) for x in runs])
+            s = spread([wrk_rate(x) for x in runs])
             if s:
                 s["p99_ms"] = [round(x["latency_us"]["p99"] / 1000, 2) for x in runs]
                 c[f"{server}_{conns}"] = s
@@ -130,9 +142,8 @@ def main():
         x["ratio_to_nginx"] = ratio(x["per_s"], med(f"nginx_{conns}"))
         ing[str(conns)] = x
     r["ingest"] = ing
-    rate = lambda x: round(x["requests"] / (x["duration_us"] / 1e6))
-    r["ingest_paired"] = paired([rate(x) for x in load_lines(os.path.join(res, "paired-libevent-256.jsonl"))],
-                                [rate(x) for x in load_lines(os.path.join(res, "paired-ingest-256.jsonl"))])
+    r["ingest_paired"] = paired([wrk_rate(x) for x in load_lines(os.path.join(res, "paired-libevent-256.jsonl"))],
+                                [wrk_rate(x) for x in load_lines(os.path.join(res, "paired-ingest-256.jsonl"))])
 
     # ---- apply ----
     ap = {"backlog": load(os.path.join(res, "backlog.json"))}
@@ -203,18 +214,11 @@ def main():
     t.append(target("ingest writes/s at 256 connections", i256.get("per_s"), ">=", 50000, "/s"))
     t.append(target("ingest p99 at 256 connections",
                     round(i256["latency_us"]["p99"] / 1000, 2) if i256 else None, "<", 10, " ms"))
-    ip = r["ingest_paired"] or {}
-    t.append(target("ingest / bare libevent at 256 connections (paired runs, median)",
-                    ip.get("ratio_median"), ">=", 0.6,
-                    note=f"{len(ip['runs'])} ingest runs, each against the ceiling just before and after it"
-                    if ip else ""))
+    t.append(paired_target("ingest / bare libevent at 256 connections", r["ingest_paired"], 0.6, "ingest"))
     one = ap.get("one_worker", {})
     t.append(target("apply events/s, one worker (steady, 10%-90% of the backlog)",
                     one.get("per_s_steady"), ">=", 50000, "/s"))
-    app = r["apply_paired"] or {}
-    t.append(target("apply one worker / raw upsert (paired runs, median)", app.get("ratio_median"), ">=", 0.4,
-                    note=f"{len(app['runs'])} apply runs, each against the ceiling just before and after it"
-                    if app else ""))
+    t.append(paired_target("apply one worker / raw upsert", r["apply_paired"], 0.4, "apply"))
     top = [x for x in e2e if x.get("offered_per_s") == 20000]
     if top:
         x = top[0]

@@ -441,7 +441,7 @@ EOF
 
 # ingest_paired URL: ingest at 256 connections between runs of the bare libevent server, for
 # the ratio target. The machine's speed moves by up to a third within minutes (bench/README.md,
-# "Paired ratios"), more than the ratio's margin, so each ingest run is compared with the
+# "Paired runs"), more than the ratio's margin, so each ingest run is compared with the
 # ceiling measured just before and just after it: ceiling, ingest, ceiling, ingest, ceiling,
 # ingest, ceiling, with the same requests.
 ingest_paired() {
