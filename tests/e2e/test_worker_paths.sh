@@ -346,7 +346,7 @@ DELETE FROM outbox WHERE request_id = 'r';
 \o
 SELECT string_agg(step || '=' || n, ',' ORDER BY ctid) FROM seen;
 SQL
-check "staging table: each flush gets its own transaction's rows only, emptied while small, truncated when large" \
+check "staging table: each flush gets its own transaction's rows only, emptied while small, truncated when large; with diary.changes = off nothing staged" \
     test "$(cat "$TMP/stage.out")" = "small flush=3,left after the small flush=0,small table kept=1,next flush=2,large flush=400,large table truncated=0,after a rollback and a clear=0,entry applied=1,its change staged=1,entry applied, changes off=1,nothing staged=0"
 [ -s "$TMP/stage.err" ] && head -5 "$TMP/stage.err"
 worklib_check_sanitizers "no sanitizer report"
