@@ -82,13 +82,29 @@ struct apply_ctx {
     struct cmd *cmds;
     size_t cmd_cap;
     PGresult *outbox_res; /* backs outbox_rows */
-    /* The rows diary_apply_flush returned in the transaction being run, then (once it
-     * committed) those the last apply_batch put in the outbox; flushed_all says they are all
-     * it put there (the batch went through the set-based path in one transaction). */
-    PGresult *flush_res, *flushed_res;
-    bool flushed_all;
+    /* pending[k]: the rows diary_apply_flush returned for segment k of the transaction being
+     * run; once it committed they move to flushed: per partition whose batch of the last
+     * apply_batch(es) went through the set-based path in one transaction, all that batch put
+     * in the outbox (valid until a fetch). Both have seg_cap slots. */
+    PGresult **pending;
+    struct flushed {
+        int32_t partition;
+        PGresult *res;
+    } * flushed;
+    size_t nflushed, seg_cap;
+    bool flushed_valid;
     struct apply_outbox_row *outbox_rows;
     size_t outbox_cap;
+    char error[256]; /* why run_txn failed */
+};
+
+/* One partition's share of a transaction: items[lo, hi), applied from offset `from`, the
+ * outcome reported in *out. */
+struct seg {
+    int32_t partition;
+    int64_t from;
+    size_t lo, hi;
+    struct apply_result *out;
 };
 
 static const struct {
@@ -170,13 +186,26 @@ apply_ctx_t *apply_new(PGconn *conn, const struct apply_opts *opts)
     return ctx;
 }
 
+/* Forgets the change events of the last call (and any a failed transaction left pending). */
+static void flushed_clear(apply_ctx_t *ctx)
+{
+    for (size_t k = 0; k < ctx->nflushed; k++)
+        PQclear(ctx->flushed[k].res);
+    ctx->nflushed = 0;
+    for (size_t k = 0; k < ctx->seg_cap; k++) {
+        PQclear(ctx->pending[k]);
+        ctx->pending[k] = NULL;
+    }
+}
+
 void apply_destroy(apply_ctx_t *ctx)
 {
     if (!ctx)
         return;
     PQclear(ctx->outbox_res);
-    PQclear(ctx->flush_res);
-    PQclear(ctx->flushed_res);
+    flushed_clear(ctx);
+    free(ctx->pending);
+    free(ctx->flushed);
     free(ctx->outbox_rows);
     free(ctx->items);
     free(ctx->outcomes);
@@ -381,13 +410,44 @@ static bool send_sql(apply_ctx_t *ctx, const char *sql)
     return PQsendQueryParams(ctx->conn, sql, 0, NULL, NULL, NULL, NULL, 0) == 1;
 }
 
-/* Grows the per-message arrays to n. Only between calls: binds point into the items. */
-static int grow(apply_ctx_t *ctx, size_t n)
+/* Grows the per-segment arrays to nsegs. */
+static int grow_segs(apply_ctx_t *ctx, size_t nsegs)
+{
+    void *p;
+
+    if (nsegs <= ctx->seg_cap)
+        return 0;
+    if (!(p = realloc(ctx->pending, nsegs * sizeof(*ctx->pending))))
+        return -1;
+    ctx->pending = p;
+    for (size_t k = ctx->seg_cap; k < nsegs; k++)
+        ctx->pending[k] = NULL;
+    if (!(p = realloc(ctx->flushed, nsegs * sizeof(*ctx->flushed))))
+        return -1;
+    ctx->flushed = p;
+    ctx->seg_cap = nsegs;
+    return 0;
+}
+
+/* Grows the per-message arrays to n messages in nsegs segments. Only between calls: binds
+ * point into the items. */
+static int grow(apply_ctx_t *ctx, size_t n, size_t nsegs)
 {
     size_t ntypes, ncmd;
     void *p;
 
     (void)apply_event_types(&ntypes);
+    if (grow_segs(ctx, nsegs) != 0)
+        return -1;
+    /* BEGIN and COMMIT; per segment CAS, STAGE and FLUSH; a redrive and a statement per event
+     * at most (a round holds one event of each statement at least). */
+    ncmd = 2 + 4 * nsegs + n * (ntypes + 1);
+    if (ncmd > ctx->cmd_cap) {
+        if (!(p = realloc(ctx->cmds, ncmd * sizeof(*ctx->cmds))))
+            return -1;
+        ctx->cmds = p;
+        ctx->cmd_cap = ncmd;
+    }
     if (n <= ctx->cap)
         return 0;
     if (!(p = realloc(ctx->items, n * sizeof(*ctx->items))))
@@ -405,13 +465,6 @@ static int grow(apply_ctx_t *ctx, size_t n)
     if (!(p = realloc(ctx->rounds, n * sizeof(*ctx->rounds))))
         return -1;
     ctx->rounds = p;
-    /* BEGIN, CAS, STAGE, a redrive and a statement per event at most (a round holds one event
-     * of each statement at least), FLUSH: 2n + 4 at most, sized above that. */
-    ncmd = 5 + n * (ntypes + 1);
-    if (!(p = realloc(ctx->cmds, ncmd * sizeof(*ctx->cmds))))
-        return -1;
-    ctx->cmds = p;
-    ctx->cmd_cap = ncmd;
     ctx->cap = n;
     return 0;
 }
@@ -503,9 +556,11 @@ static void item_read(struct item *it, const PGresult *res, int row, int first_c
         it->outcome = APPLY_DUPLICATE;
 }
 
-/* Records the committed outcomes of items[lo, hi) in out and logs them. */
-static void finalize(apply_ctx_t *ctx, size_t lo, size_t hi, struct apply_result *out)
+/* Records the committed outcomes of items[lo, hi) of segment s in its result and logs them. */
+static void finalize(apply_ctx_t *ctx, const struct seg *s, size_t lo, size_t hi)
 {
+    struct apply_result *out = s->out;
+
     for (size_t i = lo; i < hi; i++) {
         struct item *it = &ctx->items[i];
         const char *rid = item_rid(it);
@@ -536,7 +591,7 @@ static void finalize(apply_ctx_t *ctx, size_t lo, size_t hi, struct apply_result
             break;
         }
     }
-    out->done = hi;
+    out->done = hi - s->lo;
     out->next_offset = ctx->items[hi - 1].msg->offset + 1;
 }
 
@@ -776,7 +831,7 @@ static int send_redrive(apply_ctx_t *ctx, size_t i, struct cmd *cmds, size_t *nc
  * Returns the number of commands queued after BEGIN and CAS, or -1 when sending failed
  * (the connection) and -2 on allocation failure. */
 static long send_items(apply_ctx_t *ctx, int32_t partition, size_t lo, size_t hi, bool sets,
-                       struct cmd *cmds)
+                       size_t seg, struct cmd *cmds)
 {
     char s_part[16];
     size_t ntypes, nc = 0;
@@ -886,7 +941,8 @@ static long send_items(apply_ctx_t *ctx, int32_t partition, size_t lo, size_t hi
         const char *values[3] = {s_part, ctx->topic, ctx->source};
         if (PQsendQueryPrepared(ctx->conn, "apply_flush", 3, values, NULL, NULL, 0) != 1)
             return -1;
-        cmds[nc++].kind = CMD_FLUSH;
+        cmds[nc].kind = CMD_FLUSH;
+        cmds[nc++].item = seg;
     } else if (sets) {
         /* The staging table keeps its rows past COMMIT (0008): drop what the sets staged. */
         if (PQsendQueryPrepared(ctx->conn, "apply_unstage", 0, NULL, NULL, NULL, 0) != 1)
@@ -896,44 +952,55 @@ static long send_items(apply_ctx_t *ctx, int32_t partition, size_t lo, size_t hi
     return (long)nc;
 }
 
-/* Runs items[lo, hi) in one transaction that first moves the partition from `from` to past
- * items[hi - 1], per event or set-based. On TXN_ITEM_FAILED *failed is the index of the
- * message whose statement failed, or SIZE_MAX when it cannot be told (a set-based
- * statement, the COMMIT). */
-static enum txn_status run_txn(apply_ctx_t *ctx, int32_t partition, int64_t from, size_t lo,
-                               size_t hi, bool sets, size_t *failed, struct apply_result *out)
+/* Runs segs[0, nsegs) in one transaction: per segment, the compare-and-set that moves its
+ * partition from `from` to past its last item, then its items, per event or set-based. On
+ * TXN_ITEM_FAILED *failed is the index of the message whose statement failed, or SIZE_MAX
+ * when it cannot be told (a set-based statement, the COMMIT). Why it failed is in
+ * ctx->error. */
+static enum txn_status run_txn(apply_ctx_t *ctx, const struct seg *segs, size_t nsegs, bool sets,
+                               size_t *failed)
 {
-    char s_part[16], s_from[24], s_to[24];
-    const char *cas[5] = {ctx->group, ctx->topic, s_part, s_from, s_to};
     struct cmd *cmds = ctx->cmds;
-    long nc, err_at = -1; /* the command that failed first */
+    long nc = 1, err_at = -1; /* the command that failed first */
     char sqlstate[6] = "";
     char msg[200] = "";
     enum txn_status st = TXN_OK;
+    size_t lo = segs[0].lo, hi = segs[nsegs - 1].hi;
     PGresult *res;
 
-    snprintf(s_part, sizeof(s_part), "%" PRId32, partition);
-    snprintf(s_from, sizeof(s_from), "%" PRId64, from);
-    snprintf(s_to, sizeof(s_to), "%" PRId64, ctx->items[hi - 1].msg->offset + 1);
     *failed = SIZE_MAX;
+    ctx->error[0] = '\0';
     for (size_t i = lo; i < hi; i++)
         ctx->items[i].outcome = ctx->items[i].plan == PLAN_DEAD ? APPLY_DEAD_LETTER : APPLY_PENDING;
 
     if (PQenterPipelineMode(ctx->conn) != 1 || PQsetnonblocking(ctx->conn, 1) != 0 ||
-        !send_sql(ctx, "BEGIN") ||
-        PQsendQueryPrepared(ctx->conn, "apply_cas", 5, cas, NULL, NULL, 0) != 1)
+        !send_sql(ctx, "BEGIN"))
         goto broken;
     cmds[0].kind = CMD_BEGIN;
-    cmds[1].kind = CMD_CAS;
-    nc = send_items(ctx, partition, lo, hi, sets, cmds + 2);
-    if (nc == -2) {
-        /* Nothing of the transaction ran yet; it still needs a clean end. */
-        snprintf(out->error, sizeof(out->error), "out of memory");
-        st = TXN_FATAL;
+    for (size_t k = 0; k < nsegs && st == TXN_OK; k++) {
+        const struct seg *g = &segs[k];
+        char s_part[16], s_from[24], s_to[24];
+        const char *cas[5] = {ctx->group, ctx->topic, s_part, s_from, s_to};
+        long n;
+
+        snprintf(s_part, sizeof(s_part), "%" PRId32, g->partition);
+        snprintf(s_from, sizeof(s_from), "%" PRId64, g->from);
+        snprintf(s_to, sizeof(s_to), "%" PRId64, ctx->items[g->hi - 1].msg->offset + 1);
+        if (PQsendQueryPrepared(ctx->conn, "apply_cas", 5, cas, NULL, NULL, 0) != 1)
+            goto broken;
+        cmds[nc].kind = CMD_CAS;
+        cmds[nc++].item = k;
+        n = send_items(ctx, g->partition, g->lo, g->hi, sets, k, cmds + nc);
+        if (n == -2) {
+            /* What is queued still needs a clean end. */
+            snprintf(ctx->error, sizeof(ctx->error), "out of memory");
+            st = TXN_FATAL;
+        } else if (n < 0) {
+            goto broken;
+        } else {
+            nc += n;
+        }
     }
-    if (nc < 0 && nc != -2)
-        goto broken;
-    nc = nc < 0 ? 2 : nc + 2;
     if (PQpipelineSync(ctx->conn) != 1)
         goto broken;
 
@@ -960,8 +1027,8 @@ static enum txn_status run_txn(apply_ctx_t *ctx, int32_t partition, int64_t from
                     item_read(&ctx->items[i], res, row, 1);
             }
         } else if (rs == PGRES_TUPLES_OK && cmds[k].kind == CMD_FLUSH) {
-            PQclear(ctx->flush_res);
-            ctx->flush_res = res; /* kept until the COMMIT's answer */
+            PQclear(ctx->pending[cmds[k].item]);
+            ctx->pending[cmds[k].item] = res; /* kept until the COMMIT's answer */
             continue;
         }
         PQclear(res);
@@ -990,7 +1057,7 @@ static enum txn_status run_txn(apply_ctx_t *ctx, int32_t partition, int64_t from
     if (err_at >= 0) {
         if (!pipe_rollback(ctx))
             goto broken;
-        snprintf(out->error, sizeof(out->error), "postgres: %s (SQLSTATE %s)", msg,
+        snprintf(ctx->error, sizeof(ctx->error), "postgres: %s (SQLSTATE %s)", msg,
                  sqlstate[0] ? sqlstate : "none");
         if (apply_transient(sqlstate, PQstatus(ctx->conn) != CONNECTION_OK))
             st = TXN_RETRY;
@@ -1007,11 +1074,13 @@ static enum txn_status run_txn(apply_ctx_t *ctx, int32_t partition, int64_t from
         goto done;
     }
 
-    if (!send_dead_letters(ctx, partition, lo, hi)) {
-        snprintf(out->error, sizeof(out->error), "dead letter not delivered");
-        (void)pipe_rollback(ctx);
-        st = TXN_RETRY;
-        goto done;
+    for (size_t k = 0; k < nsegs; k++) {
+        if (!send_dead_letters(ctx, segs[k].partition, segs[k].lo, segs[k].hi)) {
+            snprintf(ctx->error, sizeof(ctx->error), "dead letter not delivered");
+            (void)pipe_rollback(ctx);
+            st = TXN_RETRY;
+            goto done;
+        }
     }
 
     if (!send_sql(ctx, "COMMIT") || PQpipelineSync(ctx->conn) != 1)
@@ -1023,7 +1092,7 @@ static enum txn_status run_txn(apply_ctx_t *ctx, int32_t partition, int64_t from
         const char *state = sqlstate_of(res);
         snprintf(sqlstate, sizeof(sqlstate), "%s", state ? state : "");
         error_text(res, ctx->conn, msg, sizeof(msg));
-        snprintf(out->error, sizeof(out->error), "postgres: COMMIT: %s", msg);
+        snprintf(ctx->error, sizeof(ctx->error), "postgres: COMMIT: %s", msg);
         st = apply_transient(sqlstate, PQstatus(ctx->conn) != CONNECTION_OK) ? TXN_RETRY
                                                                              : TXN_ITEM_FAILED;
     }
@@ -1036,23 +1105,29 @@ static enum txn_status run_txn(apply_ctx_t *ctx, int32_t partition, int64_t from
     }
     PQclear(res);
     if (st == TXN_OK) {
-        finalize(ctx, lo, hi, out);
-        if (ctx->flush_res) {
-            PQclear(ctx->flushed_res);
-            ctx->flushed_res = ctx->flush_res;
-            ctx->flush_res = NULL;
+        for (size_t k = 0; k < nsegs; k++) {
+            finalize(ctx, &segs[k], segs[k].lo, segs[k].hi);
+            if (ctx->pending[k]) {
+                ctx->flushed[ctx->nflushed].partition = segs[k].partition;
+                ctx->flushed[ctx->nflushed++].res = ctx->pending[k];
+                ctx->pending[k] = NULL;
+            }
         }
     }
 done:
-    PQclear(ctx->flush_res);
-    ctx->flush_res = NULL;
+    for (size_t k = 0; k < nsegs; k++) {
+        PQclear(ctx->pending[k]);
+        ctx->pending[k] = NULL;
+    }
     pipe_leave(ctx);
     return st;
 broken:
     error_text(NULL, ctx->conn, msg, sizeof(msg));
-    snprintf(out->error, sizeof(out->error), "postgres: %s", msg);
-    PQclear(ctx->flush_res);
-    ctx->flush_res = NULL;
+    snprintf(ctx->error, sizeof(ctx->error), "postgres: %s", msg);
+    for (size_t k = 0; k < nsegs; k++) {
+        PQclear(ctx->pending[k]);
+        ctx->pending[k] = NULL;
+    }
     pipe_leave(ctx);
     return TXN_RETRY;
 }
@@ -1074,56 +1149,35 @@ static enum apply_status read_stored(apply_ctx_t *ctx, int32_t partition, struct
     return APPLY_RETRY;
 }
 
-int apply_batch(apply_ctx_t *ctx, int32_t partition, int64_t from_offset,
-                const struct apply_msg *msgs, size_t n, struct apply_result *out)
+/* Applies segment g on its own: one transaction, or, when it fails on an event, one
+ * transaction per event, the one that still fails alone going down its plan. Fills g->out. */
+static void run_seg(apply_ctx_t *ctx, const struct seg *g)
 {
+    struct apply_result *out = g->out;
+    size_t failed = 0, lo = g->lo, hi = g->hi, n = hi - lo;
+    const struct apply_msg *msgs = ctx->items[lo].msg;
     enum txn_status st;
-    size_t failed = 0;
-    int rc;
 
-    memset(out, 0, sizeof(*out));
-    out->next_offset = from_offset;
-    out->outcomes = ctx->outcomes;
-    if (n == 0)
-        return out->status = APPLY_OK;
-    if (grow(ctx, n) != 0) {
-        snprintf(out->error, sizeof(out->error), "out of memory for %zu messages", n);
-        return out->status = APPLY_FATAL;
-    }
-    out->outcomes = ctx->outcomes;
-    for (size_t i = 0; i < n; i++) {
-        ctx->outcomes[i] = APPLY_PENDING;
-        item_prepare(ctx, &ctx->items[i], &msgs[i], partition);
-    }
-    rc = ensure_prepared(ctx, out->error, sizeof(out->error));
-    if (rc != APPLY_OK) {
-        out->status = (enum apply_status)rc;
-        goto done;
-    }
-
-    PQclear(ctx->flushed_res);
-    ctx->flushed_res = NULL;
-    st = run_txn(ctx, partition, from_offset, 0, n, ctx->mode == APPLY_MODE_SET, &failed, out);
-    ctx->flushed_all = st == TXN_OK && ctx->flushed_res;
+    st = run_txn(ctx, g, 1, ctx->mode == APPLY_MODE_SET, &failed);
     if (st == TXN_ITEM_FAILED) {
-        /* Find the bad message: one transaction per message. A message that fails alone goes
-         * down its plan (applied, recorded and dead-lettered, only dead-lettered). */
         out->failed_batches = 1;
-        if (failed < n)
+        if (failed >= lo && failed < hi)
             log_warn(item_rid(&ctx->items[failed]),
                      "batch of %zu at offset %" PRId64 " failed at offset %" PRId64
                      ": %s; retrying one event per transaction",
-                     n, msgs[0].offset, msgs[failed].offset, out->error);
+                     n, msgs->offset, ctx->items[failed].msg->offset, ctx->error);
         else
             log_warn(NULL,
                      "batch of %zu at offset %" PRId64
                      " failed: %s; retrying one event per transaction",
-                     n, msgs[0].offset, out->error);
-        for (size_t i = 0; i < n; i++)
+                     n, msgs->offset, ctx->error);
+        for (size_t i = lo; i < hi; i++)
             ctx->items[i].attempts = ctx->items[i].attempts ? ctx->items[i].attempts : 1;
-        for (size_t i = 0; i < n && (st == TXN_ITEM_FAILED || st == TXN_OK); i++) {
+        for (size_t i = lo; i < hi && (st == TXN_ITEM_FAILED || st == TXN_OK); i++) {
             for (;;) {
-                st = run_txn(ctx, partition, out->next_offset, i, i + 1, false, &failed, out);
+                struct seg one = {g->partition, out->next_offset, i, i + 1, out};
+
+                st = run_txn(ctx, &one, 1, false, &failed);
                 if (st != TXN_ITEM_FAILED)
                     break;
                 if (ctx->items[i].plan == PLAN_DEAD) {
@@ -1131,17 +1185,17 @@ int apply_batch(apply_ctx_t *ctx, int32_t partition, int64_t from_offset,
                     break;
                 }
                 ctx->items[i].attempts++;
-                plan_dead(&ctx->items[i], out->error);
+                plan_dead(&ctx->items[i], ctx->error);
             }
         }
     }
+    snprintf(out->error, sizeof(out->error), "%s", st == TXN_OK ? "" : ctx->error);
     switch (st) {
     case TXN_OK:
         out->status = APPLY_OK;
-        out->error[0] = '\0';
         break;
     case TXN_STALE:
-        out->status = read_stored(ctx, partition, out);
+        out->status = read_stored(ctx, g->partition, out);
         break;
     case TXN_RETRY:
         out->status = APPLY_RETRY;
@@ -1151,10 +1205,122 @@ int apply_batch(apply_ctx_t *ctx, int32_t partition, int64_t from_offset,
         out->status = APPLY_FATAL;
         break;
     }
-done:
-    for (size_t i = 0; i < n; i++)
+}
+
+/* Sets up the items of batches[0, nb) for one call: nsegs segments of the non-empty ones, the
+ * items parsed and bound, the statements prepared, the last call's change events forgotten.
+ * Returns APPLY_OK, or the status every batch's result then carries. */
+static int begin_call(apply_ctx_t *ctx, struct apply_part *batches, size_t nb, struct seg *segs,
+                      size_t *nsegs)
+{
+    size_t total = 0, k = 0;
+    char err[256] = "";
+    int rc = APPLY_OK;
+
+    for (size_t b = 0; b < nb; b++) {
+        struct apply_result *out = &batches[b].result;
+
+        memset(out, 0, sizeof(*out));
+        out->status = APPLY_OK;
+        out->next_offset = batches[b].from_offset;
+        total += batches[b].n;
+    }
+    flushed_clear(ctx);
+    if (grow(ctx, total, nb) != 0) {
+        snprintf(err, sizeof(err), "out of memory for %zu messages", total);
+        rc = APPLY_FATAL;
+    }
+    total = 0;
+    for (size_t b = 0; b < nb && rc == APPLY_OK; b++) {
+        struct apply_part *bp = &batches[b];
+
+        bp->result.outcomes = ctx->outcomes + total;
+        if (bp->n == 0)
+            continue;
+        segs[k] = (struct seg){bp->partition, bp->from_offset, total, total + bp->n, &bp->result};
+        for (size_t i = 0; i < bp->n; i++) {
+            ctx->outcomes[total + i] = APPLY_PENDING;
+            item_prepare(ctx, &ctx->items[total + i], &bp->msgs[i], bp->partition);
+        }
+        total += bp->n;
+        k++;
+    }
+    *nsegs = k;
+    if (rc == APPLY_OK && k > 0)
+        rc = ensure_prepared(ctx, err, sizeof(err));
+    for (size_t b = 0; b < nb && rc != APPLY_OK; b++) {
+        batches[b].result.status = (enum apply_status)rc;
+        snprintf(batches[b].result.error, sizeof(batches[b].result.error), "%s", err);
+    }
+    return rc;
+}
+
+/* The end of a call: the parsed events' data goes. */
+static void end_call(apply_ctx_t *ctx, const struct seg *segs, size_t nsegs)
+{
+    for (size_t i = 0; nsegs > 0 && i < segs[nsegs - 1].hi; i++)
         evt_clear(&ctx->items[i].evt);
-    return out->status;
+}
+
+int apply_batches(apply_ctx_t *ctx, struct apply_part *batches, size_t nb)
+{
+    struct seg one[1], *segs = nb > 1 ? calloc(nb, sizeof(*segs)) : one;
+    size_t nsegs = 0, failed;
+    int rc = APPLY_OK;
+
+    if (!segs) {
+        for (size_t b = 0; b < nb; b++) {
+            memset(&batches[b].result, 0, sizeof(batches[b].result));
+            batches[b].result.status = APPLY_FATAL;
+            batches[b].result.next_offset = batches[b].from_offset;
+            snprintf(batches[b].result.error, sizeof(batches[b].result.error), "out of memory");
+        }
+        return APPLY_FATAL;
+    }
+    if (begin_call(ctx, batches, nb, segs, &nsegs) != APPLY_OK)
+        goto done;
+    if (nsegs > 1 && ctx->mode == APPLY_MODE_SET) {
+        enum txn_status st = run_txn(ctx, segs, nsegs, true, &failed);
+
+        if (st == TXN_OK) {
+            for (size_t k = 0; k < nsegs; k++)
+                segs[k].out->status = APPLY_OK;
+            goto done;
+        }
+        if (st == TXN_RETRY) {
+            for (size_t k = 0; k < nsegs; k++) {
+                segs[k].out->status = APPLY_RETRY;
+                snprintf(segs[k].out->error, sizeof(segs[k].out->error), "%s", ctx->error);
+            }
+            goto done;
+        }
+        /* A stale position, a failed event, a bug: each partition on its own, where the
+         * cause shows and is dealt with as for a single batch. */
+        log_info(NULL,
+                 "transaction of %zu partitions' batches failed: %s; applying them one "
+                 "partition at a time",
+                 nsegs, ctx->error);
+    }
+    for (size_t k = 0; k < nsegs; k++)
+        run_seg(ctx, &segs[k]);
+done:
+    end_call(ctx, segs, nsegs);
+    for (size_t b = 0; b < nb && rc == APPLY_OK; b++)
+        rc = batches[b].result.status;
+    ctx->flushed_valid = true;
+    if (segs != one)
+        free(segs);
+    return rc;
+}
+
+int apply_batch(apply_ctx_t *ctx, int32_t partition, int64_t from_offset,
+                const struct apply_msg *msgs, size_t n, struct apply_result *out)
+{
+    struct apply_part b = {partition, from_offset, msgs, n, {0}};
+    int rc = apply_batches(ctx, &b, 1);
+
+    *out = b.result;
+    return rc;
 }
 
 /* Runs a prepared statement outside a pipeline. Returns the result (the caller clears it)
@@ -1245,7 +1411,7 @@ int apply_outbox_fetch(apply_ctx_t *ctx, int32_t partition, size_t limit,
     *n = 0;
     PQclear(ctx->outbox_res);
     ctx->outbox_res = NULL;
-    ctx->flushed_all = false; /* outbox_rows now backs these rows */
+    ctx->flushed_valid = false; /* outbox_rows now backs these rows */
     snprintf(s_part, sizeof(s_part), "%" PRId32, partition);
     snprintf(s_limit, sizeof(s_limit), "%zu", limit);
     res = exec_prepared(ctx, "apply_outbox_fetch", 2, values, PGRES_TUPLES_OK, &rc, err, errlen);
@@ -1262,15 +1428,21 @@ int apply_outbox_fetch(apply_ctx_t *ctx, int32_t partition, size_t limit,
     return APPLY_OK;
 }
 
-bool apply_outbox_flushed(apply_ctx_t *ctx, const struct apply_outbox_row **rows, size_t *n)
+bool apply_outbox_flushed(apply_ctx_t *ctx, int32_t partition, const struct apply_outbox_row **rows,
+                          size_t *n)
 {
     *rows = NULL;
     *n = 0;
-    if (!ctx->flushed_all || !ctx->flushed_res || rows_of(ctx, ctx->flushed_res) != 0)
-        return false;
-    *rows = ctx->outbox_rows;
-    *n = (size_t)PQntuples(ctx->flushed_res);
-    return true;
+    for (size_t k = 0; ctx->flushed_valid && k < ctx->nflushed; k++) {
+        if (ctx->flushed[k].partition != partition)
+            continue;
+        if (rows_of(ctx, ctx->flushed[k].res) != 0)
+            return false;
+        *rows = ctx->outbox_rows;
+        *n = (size_t)PQntuples(ctx->flushed[k].res);
+        return true;
+    }
+    return false;
 }
 
 int apply_outbox_delete(apply_ctx_t *ctx, int32_t partition, const int64_t *seqs, size_t n,

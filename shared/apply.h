@@ -2,8 +2,8 @@
  * PostgreSQL transaction (docs/worker.md). diary-worker and `diaryctl replay` link the same
  * code; the Kafka side (consumer, dead-letter producer, outbox relay) belongs to the caller.
  *
- * One batch is one transaction, sent as one libpq pipeline (one round trip, plus one for the
- * COMMIT):
+ * One batch is one transaction (apply_batches puts several partitions' batches in one),
+ * sent as one libpq pipeline (one round trip, plus one for the COMMIT):
  *
  *   BEGIN
  *   diary_offsets_advance(group, topic, partition, from_offset, last offset + 1)
@@ -149,6 +149,30 @@ int apply_batch(apply_ctx_t *ctx, int32_t partition, int64_t from_offset,
                 const struct apply_msg *msgs, size_t n, struct apply_result *out)
     __attribute__((warn_unused_result));
 
+/* One partition's batch for apply_batches: msgs[0, n) from from_offset, as for apply_batch;
+ * result is filled as apply_batch fills it. */
+struct apply_part {
+    int32_t partition;
+    int64_t from_offset;
+    const struct apply_msg *msgs;
+    size_t n;
+    struct apply_result result;
+};
+
+/* The batches of several partitions (each partition at most once; in increasing partition
+ * order, so that two workers that both believe they own some of them lock their positions
+ * in the same order) in one transaction: per batch its compare-and-set, its set-based
+ * statements and its flush, then one COMMIT. One transaction instead of nb divides the
+ * per-transaction costs (the round trips, the COMMIT's WAL flush, the replica's replay of
+ * each commit) by nb when the batches are small (docs/worker.md, "One transaction a pass").
+ * When that transaction fails on anything but a transient failure (a stale position, an event
+ * that fails, APPLY_MODE_EVENT, a single batch), every batch goes through apply_batch's path
+ * on its own, so a partition's trouble never holds back another's. On a transient failure
+ * every batch's result is APPLY_RETRY with nothing committed. Each batch's result.outcomes
+ * points into the context (valid until its next call). Returns APPLY_OK when every result is
+ * APPLY_OK, else the first other status. */
+int apply_batches(apply_ctx_t *ctx, struct apply_part *batches, size_t nb);
+
 /* One outbox row: a change event to publish. The strings live in the context until its next
  * apply_outbox_fetch, apply_outbox_flushed, apply_batch or apply_destroy. */
 struct apply_outbox_row {
@@ -168,13 +192,15 @@ int apply_outbox_fetch(apply_ctx_t *ctx, int32_t partition, size_t limit,
                        const struct apply_outbox_row **rows, size_t *n, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
-/* The change events the last apply_batch put in the outbox, as the set-based path's
- * diary_apply_flush returned them (in seq order), without reading the outbox again. True
- * only when they are all it put there: the batch committed in one set-based transaction.
- * False otherwise (APPLY_MODE_EVENT, a batch that went one event per transaction, a failed
- * batch, a fetch since): then apply_outbox_fetch reads them. The rows live in the context
- * until its next apply_batch, apply_outbox_fetch or apply_destroy. */
-bool apply_outbox_flushed(apply_ctx_t *ctx, const struct apply_outbox_row **rows, size_t *n);
+/* The change events the last apply_batch or apply_batches put in partition's outbox, as the
+ * set-based path's diary_apply_flush returned them (in seq order), without reading the
+ * outbox again. True only when they are all it put there: the partition's batch committed in
+ * one set-based transaction. False otherwise (APPLY_MODE_EVENT, a batch that went one event
+ * per transaction, a failed batch, a fetch since): then apply_outbox_fetch reads them. The
+ * rows live in the context until its next apply_batch(es), apply_outbox_fetch,
+ * apply_outbox_flushed or apply_destroy. */
+bool apply_outbox_flushed(apply_ctx_t *ctx, int32_t partition, const struct apply_outbox_row **rows,
+                          size_t *n);
 
 /* Deletes the outbox rows seqs[0, n) of partition (of any partition when partition < 0) once
  * the broker acknowledged them: one statement. */

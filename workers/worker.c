@@ -26,6 +26,8 @@
 #define KAFKA_CHECK_PERIOD 2000
 #define DB_CHECK_PERIOD    5000
 #define COMMIT_PERIOD      1000
+/* Most partitions in one apply transaction of a lane's pass. */
+#define GROUP_MAX 64
 /* A dead letter must stay below what a broker takes (message.max.bytes, 1,000,000 bytes by
  * default): the original travels as a JSON string, and escaping can make it up to six times
  * longer. Past DEAD_LETTER_MAX the dead letter keeps only the first DEAD_LETTER_KEEP bytes. */
@@ -65,8 +67,10 @@ struct lane {
     PGconn *pg;
     apply_ctx_t *apply;
     relay_t *relay;
-    struct apply_msg *amsgs; /* batch_max entries */
+    struct apply_msg *amsgs; /* batch_max entries: a pass's transaction's messages */
     char (*rids)[REQUEST_ID_LEN];
+    struct apply_part aparts[GROUP_MAX]; /* its partitions' batches */
+    size_t sizes[GROUP_MAX];
     bool ever_connected;
     bool broken;        /* the connection must be made again before any work */
     int db_backoff;     /* the last wait after a database failure, 0 after a success */
@@ -717,7 +721,7 @@ static void relay_batch(struct lane *l, struct part *p)
     size_t n;
     uint64_t t0 = now_us();
 
-    if (!apply_outbox_flushed(l->apply, &rows, &n)) {
+    if (!apply_outbox_flushed(l->apply, p->id, &rows, &n)) {
         (void)relay_part(l, p);
         return;
     }
@@ -774,18 +778,16 @@ static void account(struct worker *w, const struct apply_result *res)
     atomic_fetch_add(&w->m->failed_batches, res->failed_batches);
 }
 
-static void process_part(struct lane *l, struct part *p)
+/* Whether partition p can apply now, and how many of its queued messages: its outbox is
+ * published first, a gap before its first message is checked. 0: nothing to apply now. */
+static size_t part_ready(struct lane *l, struct part *p)
 {
     struct worker *w = l->w;
-    struct apply_result res;
-    size_t n;
-    uint64_t t0;
-    int rc;
 
     if (p->outbox_dirty && !relay_part(l, p))
-        return;
+        return 0;
     if (!p->active || p->len == 0 || stopping(w))
-        return;
+        return 0;
     /* The log normally has no holes: a first message past the stored offset means fetching
      * resumed somewhere unexpected. Seek back once to be sure nothing is skipped; if the log
      * really has a gap there, the same message comes again and is applied. */
@@ -797,12 +799,18 @@ static void process_part(struct lane *l, struct part *p)
         p->gap_checked = p->db_next;
         q_clear(p);
         seek_part(w, p, p->db_next);
-        return;
+        return 0;
     }
-    n = p->len < (size_t)w->cfg.batch_max ? p->len : (size_t)w->cfg.batch_max;
+    return p->len < (size_t)w->cfg.batch_max ? p->len : (size_t)w->cfg.batch_max;
+}
+
+/* Points amsgs[0, n) at the first n queued messages of p. */
+static void part_msgs(struct part *p, struct apply_msg *amsgs, char (*rids)[REQUEST_ID_LEN],
+                      size_t n)
+{
     for (size_t i = 0; i < n; i++) {
         rd_kafka_message_t *m = q_at(p, i);
-        struct apply_msg *a = &l->amsgs[i];
+        struct apply_msg *a = &amsgs[i];
         char redrive[32];
 
         a->value = m->payload;
@@ -811,22 +819,28 @@ static void process_part(struct lane *l, struct part *p)
         a->key_len = m->key_len;
         a->offset = m->offset;
         a->request_id =
-            kafka_header_get(m, "request-id", l->rids[i], REQUEST_ID_LEN) >= 0 ? l->rids[i] : NULL;
+            kafka_header_get(m, "request-id", rids[i], REQUEST_ID_LEN) >= 0 ? rids[i] : NULL;
         a->redrive = kafka_header_get(m, "diary-redrive", redrive, sizeof(redrive)) >= 0;
         a->opaque = m;
     }
-    t0 = now_us();
-    rc = apply_batch(l->apply, p->id, p->db_next, l->amsgs, n, &res);
-    account(w, &res);
-    if (res.applied > 0)
+}
+
+/* What follows partition p's batch: its position and queue, its change events, or the
+ * trouble. *troubled: the lane already backed off for a transient failure of this call. */
+static void part_done(struct lane *l, struct part *p, int rc, const struct apply_result *res,
+                      bool *troubled)
+{
+    struct worker *w = l->w;
+
+    account(w, res);
+    if (res->applied > 0)
         p->outbox_dirty = true;
     switch (rc) {
     case APPLY_OK:
-        metrics_batch(w->m, n, now_us() - t0);
         atomic_store(&w->m->pg_ok, true);
         l->db_backoff = 0;
         l->checked_at = now_ms();
-        p->db_next = res.next_offset;
+        p->db_next = res->next_offset;
         q_drop_below(p, p->db_next);
         p->commit_dirty = true;
         update_lag(w, p);
@@ -836,16 +850,16 @@ static void process_part(struct lane *l, struct part *p)
     case APPLY_STALE:
         atomic_fetch_add(&w->m->stale_batches, 1);
         q_clear(p);
-        if (res.next_offset < 0) {
+        if (res->next_offset < 0) {
             fatal(w, "partition %" PRId32 ": %s, and its consumer_offsets row is gone", p->id,
-                  res.error);
+                  res->error);
             break;
         }
         log_warn(NULL,
                  "%s [%" PRId32 "]: %s: another worker moved it to %" PRId64
                  "; continuing from there",
-                 w->cfg.events_topic, p->id, res.error, res.next_offset);
-        p->db_next = res.next_offset;
+                 w->cfg.events_topic, p->id, res->error, res->next_offset);
+        p->db_next = res->next_offset;
         /* The offsets may have moved through this worker's own batch, committed while its
          * answer was lost (the connection broke after the COMMIT): that batch's change events
          * are in the outbox and no later commit may come to publish them. Publishing what a
@@ -854,14 +868,54 @@ static void process_part(struct lane *l, struct part *p)
         seek_part(w, p, p->db_next);
         break;
     case APPLY_RETRY:
-        p->db_next = res.next_offset;
+        p->db_next = res->next_offset;
         q_drop_below(p, p->db_next);
-        lane_trouble(l, res.error);
+        if (!*troubled)
+            lane_trouble(l, res->error);
+        *troubled = true;
         break;
     default:
-        fatal(w, "partition %" PRId32 ": %s", p->id, res.error);
+        fatal(w, "partition %" PRId32 ": %s", p->id, res->error);
         break;
     }
+}
+
+/* Applies the batches of group[0, ng) (partitions of this lane, ready, their sizes in
+ * l->sizes, at most batch_max messages in all) in one call, in increasing partition order. */
+static void apply_group(struct lane *l, struct part **group, size_t ng)
+{
+    struct worker *w = l->w;
+    struct apply_part *b = l->aparts;
+    size_t used = 0, committed = 0;
+    bool troubled = false;
+    uint64_t t0;
+
+    for (size_t i = 1; i < ng; i++) {
+        for (size_t k = i; k > 0 && group[k - 1]->id > group[k]->id; k--) {
+            struct part *tp = group[k];
+            size_t tn = l->sizes[k];
+
+            group[k] = group[k - 1];
+            l->sizes[k] = l->sizes[k - 1];
+            group[k - 1] = tp;
+            l->sizes[k - 1] = tn;
+        }
+    }
+    for (size_t i = 0; i < ng; i++) {
+        part_msgs(group[i], l->amsgs + used, l->rids + used, l->sizes[i]);
+        b[i] =
+            (struct apply_part){group[i]->id, group[i]->db_next, l->amsgs + used, l->sizes[i], {0}};
+        used += l->sizes[i];
+    }
+    t0 = now_us();
+    apply_batches(l->apply, b, ng);
+    for (size_t i = 0; i < ng; i++)
+        if (b[i].result.status == APPLY_OK)
+            committed += b[i].n;
+    if (committed > 0)
+        metrics_batch(w->m, committed, now_us() - t0);
+    for (size_t i = 0; i < ng; i++)
+        part_done(l, group[i], b[i].result.status, &b[i].result, &troubled);
 }
 
 /* How long the next poll may wait: not at all when a partition has work it can do now. */
@@ -893,10 +947,14 @@ static int poll_timeout(struct worker *w)
 }
 
 /* One lane's share of a pass: a batch (and the relay) of each of its partitions with work,
- * unless its database is in a backoff. */
+ * unless its database is in a backoff. The batches go to the database together, in one
+ * transaction of at most batch_max messages (and GROUP_MAX partitions): a partition with a
+ * backlog fills a transaction alone, the small batches of a steady load share one. */
 static void lane_pass(struct lane *l)
 {
     struct worker *w = l->w;
+    struct part *group[GROUP_MAX];
+    size_t ng = 0, total = 0;
 
     if (now_ms() < l->retry_at || stopping(w))
         return;
@@ -904,9 +962,24 @@ static void lane_pass(struct lane *l)
         return;
     for (size_t k = 0; k < w->nparts && !stopping(w) && now_ms() >= l->retry_at; k++) {
         struct part *p = w->parts[(l->rr + k) % w->nparts];
-        if (p && p->active && p->id % w->nlanes == l->idx)
-            process_part(l, p);
+        size_t n;
+
+        if (!p || !p->active || p->id % w->nlanes != l->idx || !(n = part_ready(l, p)))
+            continue;
+        if (ng == GROUP_MAX || (ng > 0 && total + n > (size_t)w->cfg.batch_max)) {
+            apply_group(l, group, ng);
+            ng = total = 0;
+            if (stopping(w) || now_ms() < l->retry_at) {
+                /* p stays queued for the next pass. */
+                break;
+            }
+        }
+        l->sizes[ng] = n;
+        group[ng++] = p;
+        total += n;
     }
+    if (ng > 0 && !stopping(w) && now_ms() >= l->retry_at)
+        apply_group(l, group, ng);
     lane_settle(l);
     l->rr++;
 }
