@@ -99,11 +99,12 @@ struct apply_ctx {
 };
 
 /* One partition's share of a transaction: items[lo, hi), applied from offset `from`, the
- * outcome reported in *out. */
+ * outcome reported in *out; base is the index of the first item of the partition's batch
+ * (lo, or less when the batch goes one event per transaction). */
 struct seg {
     int32_t partition;
     int64_t from;
-    size_t lo, hi;
+    size_t lo, hi, base;
     struct apply_result *out;
 };
 
@@ -591,7 +592,7 @@ static void finalize(apply_ctx_t *ctx, const struct seg *s, size_t lo, size_t hi
             break;
         }
     }
-    out->done = hi - s->lo;
+    out->done = hi - s->base;
     out->next_offset = ctx->items[hi - 1].msg->offset + 1;
 }
 
@@ -1175,7 +1176,7 @@ static void run_seg(apply_ctx_t *ctx, const struct seg *g)
             ctx->items[i].attempts = ctx->items[i].attempts ? ctx->items[i].attempts : 1;
         for (size_t i = lo; i < hi && (st == TXN_ITEM_FAILED || st == TXN_OK); i++) {
             for (;;) {
-                struct seg one = {g->partition, out->next_offset, i, i + 1, out};
+                struct seg one = {g->partition, out->next_offset, i, i + 1, g->base, out};
 
                 st = run_txn(ctx, &one, 1, false, &failed);
                 if (st != TXN_ITEM_FAILED)
@@ -1237,7 +1238,8 @@ static int begin_call(apply_ctx_t *ctx, struct apply_part *batches, size_t nb, s
         bp->result.outcomes = ctx->outcomes + total;
         if (bp->n == 0)
             continue;
-        segs[k] = (struct seg){bp->partition, bp->from_offset, total, total + bp->n, &bp->result};
+        segs[k] =
+            (struct seg){bp->partition, bp->from_offset, total, total + bp->n, total, &bp->result};
         for (size_t i = 0; i < bp->n; i++) {
             ctx->outcomes[total + i] = APPLY_PENDING;
             item_prepare(ctx, &ctx->items[total + i], &bp->msgs[i], bp->partition);

@@ -14,8 +14,8 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 WORKER_PID=
 kill_workers() { [ -n "$WORKER_PID" ] && kill -9 "$WORKER_PID" 2>/dev/null && wait "$WORKER_PID" 2>/dev/null; }
 worklib_init worker-paths diary-worker-paths
-worklib_require kcat psql python3
-worklib_require_bin diary-worker diary-devbroker
+worklib_require kcat psql python3 jq
+worklib_require_bin diary-worker diary-devbroker diaryctl
 
 # ---- PostgreSQL with two databases ----
 worklib_pg_start
@@ -351,6 +351,20 @@ for line in open(sys.argv[2]):
             part[key].add(e["data"]["source"]["partition"])
 sys.exit(0 if got == want and all(len(p) == 1 for p in part.values()) else 1)
 PY
+# ---- diaryctl replay of the same log ----
+# The same apply code in a replay (batches of 2,000, no outbox): the log's refused events make
+# its batches fall back to one event per transaction too; it must count every event once
+# and end with the worker's tables.
+worklib_pg_db byreplay
+KAFKA_BOOTSTRAP=$KAFKA "$BIN_DIR/diaryctl" replay --url "postgresql://postgres@127.0.0.1:$PGPORT/byreplay" \
+    --group paths-replay --json >"$TMP/replay.out" 2>"$TMP/replay.err"
+check "diaryctl replay of the log exits 0" [ $? = 0 ]
+check "its summary counts each of the $LINES events once" jq -s -e \
+    "map(select(.level == \"summary\")) | length == 1 and .[0].done == $LINES and .[0].total == $LINES and .[0].applied + .[0].rejected + .[0].duplicates + .[0].dead_letters == $LINES" \
+    "$TMP/replay.out"
+check "the replayed database equals the worker's (but for the consumer group's name)" \
+    cmp -s <(dump byset | grep -v '^offsets') <(dump byreplay | grep -v '^offsets')
+
 # ---- the staging table across transactions (0008) ----
 # One session, as a worker's lane: staged rows survive no flush into the next transaction,
 # the table is emptied by the flush while small and truncated past 128 KiB, a transaction
