@@ -82,17 +82,18 @@ struct apply_ctx {
     struct cmd *cmds;
     size_t cmd_cap;
     PGresult *outbox_res; /* backs outbox_rows */
-    /* pending[k]: the rows diary_apply_flush returned for segment k of the transaction being
-     * run; once it committed they move to flushed: per partition whose batch of the last
-     * apply_batch(es) went through the set-based path in one transaction, all that batch put
-     * in the outbox (valid until a fetch). Both have seg_cap slots. */
+    /* The segments of the current call; pending[k]: the rows diary_apply_flush returned for
+     * segment k of the transaction being run; once it committed they move to flushed: per
+     * partition whose batch of the last apply_batch(es) went through the set-based path in
+     * one transaction, all that batch put in the outbox (until a fetch). All have seg_cap
+     * slots. */
+    struct seg *segs;
     PGresult **pending;
     struct flushed {
         int32_t partition;
         PGresult *res;
     } * flushed;
     size_t nflushed, seg_cap;
-    bool flushed_valid;
     struct apply_outbox_row *outbox_rows;
     size_t outbox_cap;
     char error[256]; /* why run_txn failed */
@@ -205,6 +206,7 @@ void apply_destroy(apply_ctx_t *ctx)
         return;
     PQclear(ctx->outbox_res);
     flushed_clear(ctx);
+    free(ctx->segs);
     free(ctx->pending);
     free(ctx->flushed);
     free(ctx->outbox_rows);
@@ -426,6 +428,9 @@ static int grow_segs(apply_ctx_t *ctx, size_t nsegs)
     if (!(p = realloc(ctx->flushed, nsegs * sizeof(*ctx->flushed))))
         return -1;
     ctx->flushed = p;
+    if (!(p = realloc(ctx->segs, nsegs * sizeof(*ctx->segs))))
+        return -1;
+    ctx->segs = p;
     ctx->seg_cap = nsegs;
     return 0;
 }
@@ -1125,12 +1130,8 @@ done:
 broken:
     error_text(NULL, ctx->conn, msg, sizeof(msg));
     snprintf(ctx->error, sizeof(ctx->error), "postgres: %s", msg);
-    for (size_t k = 0; k < nsegs; k++) {
-        PQclear(ctx->pending[k]);
-        ctx->pending[k] = NULL;
-    }
-    pipe_leave(ctx);
-    return TXN_RETRY;
+    st = TXN_RETRY;
+    goto done;
 }
 
 /* Reads the stored offset after a lost compare-and-set into out: APPLY_STALE with the
@@ -1208,11 +1209,10 @@ static void run_seg(apply_ctx_t *ctx, const struct seg *g)
     }
 }
 
-/* Sets up the items of batches[0, nb) for one call: nsegs segments of the non-empty ones, the
- * items parsed and bound, the statements prepared, the last call's change events forgotten.
- * Returns APPLY_OK, or the status every batch's result then carries. */
-static int begin_call(apply_ctx_t *ctx, struct apply_part *batches, size_t nb, struct seg *segs,
-                      size_t *nsegs)
+/* Sets up the items of batches[0, nb) for one call: ctx->segs[0, *nsegs), the non-empty ones,
+ * the items parsed and bound, the statements prepared, the last call's change events
+ * forgotten. Returns APPLY_OK, or the status every batch's result then carries. */
+static int begin_call(apply_ctx_t *ctx, struct apply_part *batches, size_t nb, size_t *nsegs)
 {
     size_t total = 0, k = 0;
     char err[256] = "";
@@ -1238,7 +1238,7 @@ static int begin_call(apply_ctx_t *ctx, struct apply_part *batches, size_t nb, s
         bp->result.outcomes = ctx->outcomes + total;
         if (bp->n == 0)
             continue;
-        segs[k] =
+        ctx->segs[k] =
             (struct seg){bp->partition, bp->from_offset, total, total + bp->n, total, &bp->result};
         for (size_t i = 0; i < bp->n; i++) {
             ctx->outcomes[total + i] = APPLY_PENDING;
@@ -1258,37 +1258,26 @@ static int begin_call(apply_ctx_t *ctx, struct apply_part *batches, size_t nb, s
 }
 
 /* The end of a call: the parsed events' data goes. */
-static void end_call(apply_ctx_t *ctx, const struct seg *segs, size_t nsegs)
+static void end_call(apply_ctx_t *ctx, size_t nsegs)
 {
-    for (size_t i = 0; nsegs > 0 && i < segs[nsegs - 1].hi; i++)
+    for (size_t i = 0; nsegs > 0 && i < ctx->segs[nsegs - 1].hi; i++)
         evt_clear(&ctx->items[i].evt);
 }
 
 int apply_batches(apply_ctx_t *ctx, struct apply_part *batches, size_t nb)
 {
-    struct seg one[1], *segs = nb > 1 ? calloc(nb, sizeof(*segs)) : one;
     size_t nsegs = 0, failed;
+    struct seg *segs;
     int rc = APPLY_OK;
 
-    if (!segs) {
-        for (size_t b = 0; b < nb; b++) {
-            memset(&batches[b].result, 0, sizeof(batches[b].result));
-            batches[b].result.status = APPLY_FATAL;
-            batches[b].result.next_offset = batches[b].from_offset;
-            snprintf(batches[b].result.error, sizeof(batches[b].result.error), "out of memory");
-        }
-        return APPLY_FATAL;
-    }
-    if (begin_call(ctx, batches, nb, segs, &nsegs) != APPLY_OK)
+    if (begin_call(ctx, batches, nb, &nsegs) != APPLY_OK)
         goto done;
+    segs = ctx->segs;
     if (nsegs > 1 && ctx->mode == APPLY_MODE_SET) {
         enum txn_status st = run_txn(ctx, segs, nsegs, true, &failed);
 
-        if (st == TXN_OK) {
-            for (size_t k = 0; k < nsegs; k++)
-                segs[k].out->status = APPLY_OK;
-            goto done;
-        }
+        if (st == TXN_OK)
+            goto done; /* every result says APPLY_OK since begin_call */
         if (st == TXN_RETRY) {
             for (size_t k = 0; k < nsegs; k++) {
                 segs[k].out->status = APPLY_RETRY;
@@ -1306,12 +1295,9 @@ int apply_batches(apply_ctx_t *ctx, struct apply_part *batches, size_t nb)
     for (size_t k = 0; k < nsegs; k++)
         run_seg(ctx, &segs[k]);
 done:
-    end_call(ctx, segs, nsegs);
+    end_call(ctx, nsegs);
     for (size_t b = 0; b < nb && rc == APPLY_OK; b++)
         rc = batches[b].result.status;
-    ctx->flushed_valid = true;
-    if (segs != one)
-        free(segs);
     return rc;
 }
 
@@ -1413,7 +1399,7 @@ int apply_outbox_fetch(apply_ctx_t *ctx, int32_t partition, size_t limit,
     *n = 0;
     PQclear(ctx->outbox_res);
     ctx->outbox_res = NULL;
-    ctx->flushed_valid = false; /* outbox_rows now backs these rows */
+    flushed_clear(ctx); /* outbox_rows now backs these rows */
     snprintf(s_part, sizeof(s_part), "%" PRId32, partition);
     snprintf(s_limit, sizeof(s_limit), "%zu", limit);
     res = exec_prepared(ctx, "apply_outbox_fetch", 2, values, PGRES_TUPLES_OK, &rc, err, errlen);
@@ -1435,7 +1421,7 @@ bool apply_outbox_flushed(apply_ctx_t *ctx, int32_t partition, const struct appl
 {
     *rows = NULL;
     *n = 0;
-    for (size_t k = 0; ctx->flushed_valid && k < ctx->nflushed; k++) {
+    for (size_t k = 0; k < ctx->nflushed; k++) {
         if (ctx->flushed[k].partition != partition)
             continue;
         if (rows_of(ctx, ctx->flushed[k].res) != 0)

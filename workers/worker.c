@@ -70,7 +70,6 @@ struct lane {
     struct apply_msg *amsgs; /* batch_max entries: a pass's transaction's messages */
     char (*rids)[REQUEST_ID_LEN];
     struct apply_part aparts[GROUP_MAX]; /* its partitions' batches */
-    size_t sizes[GROUP_MAX];
     bool ever_connected;
     bool broken;        /* the connection must be made again before any work */
     int db_backoff;     /* the last wait after a database failure, 0 after a success */
@@ -778,6 +777,12 @@ static void account(struct worker *w, const struct apply_result *res)
     atomic_fetch_add(&w->m->failed_batches, res->failed_batches);
 }
 
+/* How many of p's queued messages its next batch takes. */
+static size_t part_take(const struct worker *w, const struct part *p)
+{
+    return p->len < (size_t)w->cfg.batch_max ? p->len : (size_t)w->cfg.batch_max;
+}
+
 /* Whether partition p can apply now, and how many of its queued messages: its outbox is
  * published first, a gap before its first message is checked. 0: nothing to apply now. */
 static size_t part_ready(struct lane *l, struct part *p)
@@ -801,7 +806,7 @@ static size_t part_ready(struct lane *l, struct part *p)
         seek_part(w, p, p->db_next);
         return 0;
     }
-    return p->len < (size_t)w->cfg.batch_max ? p->len : (size_t)w->cfg.batch_max;
+    return part_take(w, p);
 }
 
 /* Points amsgs[0, n) at the first n queued messages of p. */
@@ -827,7 +832,7 @@ static void part_msgs(struct part *p, struct apply_msg *amsgs, char (*rids)[REQU
 
 /* What follows partition p's batch: its position and queue, its change events, or the
  * trouble. *troubled: the lane already backed off for a transient failure of this call. */
-static void part_done(struct lane *l, struct part *p, int rc, const struct apply_result *res,
+static void part_done(struct lane *l, struct part *p, const struct apply_result *res,
                       bool *troubled)
 {
     struct worker *w = l->w;
@@ -835,7 +840,7 @@ static void part_done(struct lane *l, struct part *p, int rc, const struct apply
     account(w, res);
     if (res->applied > 0)
         p->outbox_dirty = true;
-    switch (rc) {
+    switch (res->status) {
     case APPLY_OK:
         atomic_store(&w->m->pg_ok, true);
         l->db_backoff = 0;
@@ -880,8 +885,8 @@ static void part_done(struct lane *l, struct part *p, int rc, const struct apply
     }
 }
 
-/* Applies the batches of group[0, ng) (partitions of this lane, ready, their sizes in
- * l->sizes, at most batch_max messages in all) in one call, in increasing partition order. */
+/* Applies the batches of group[0, ng) (partitions of this lane, ready, at most batch_max
+ * messages in all) in one call, in increasing partition order. */
 static void apply_group(struct lane *l, struct part **group, size_t ng)
 {
     struct worker *w = l->w;
@@ -893,19 +898,17 @@ static void apply_group(struct lane *l, struct part **group, size_t ng)
     for (size_t i = 1; i < ng; i++) {
         for (size_t k = i; k > 0 && group[k - 1]->id > group[k]->id; k--) {
             struct part *tp = group[k];
-            size_t tn = l->sizes[k];
 
             group[k] = group[k - 1];
-            l->sizes[k] = l->sizes[k - 1];
             group[k - 1] = tp;
-            l->sizes[k - 1] = tn;
         }
     }
     for (size_t i = 0; i < ng; i++) {
-        part_msgs(group[i], l->amsgs + used, l->rids + used, l->sizes[i]);
-        b[i] =
-            (struct apply_part){group[i]->id, group[i]->db_next, l->amsgs + used, l->sizes[i], {0}};
-        used += l->sizes[i];
+        size_t n = part_take(w, group[i]);
+
+        part_msgs(group[i], l->amsgs + used, l->rids + used, n);
+        b[i] = (struct apply_part){group[i]->id, group[i]->db_next, l->amsgs + used, n, {0}};
+        used += n;
     }
     t0 = now_us();
     apply_batches(l->apply, b, ng);
@@ -915,7 +918,7 @@ static void apply_group(struct lane *l, struct part **group, size_t ng)
     if (committed > 0)
         metrics_batch(w->m, committed, now_us() - t0);
     for (size_t i = 0; i < ng; i++)
-        part_done(l, group[i], b[i].result.status, &b[i].result, &troubled);
+        part_done(l, group[i], &b[i].result, &troubled);
 }
 
 /* How long the next poll may wait: not at all when a partition has work it can do now. */
@@ -974,7 +977,6 @@ static void lane_pass(struct lane *l)
                 break;
             }
         }
-        l->sizes[ng] = n;
         group[ng++] = p;
         total += n;
     }
