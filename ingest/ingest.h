@@ -38,6 +38,7 @@
 #include "token.h"
 #include "tokcache.h"
 #include "uuid.h"
+#include "validate.h"
 
 struct ingest_config {
     char addr[64];
@@ -73,6 +74,7 @@ struct ingest {
     tokcache_t *tokens;      /* bearer tokens verified before (server.c) */
     uint8_t reqhash_key[32]; /* keys the requesthash (derived from the token key) */
     uint64_t primary_reads;  /* reads answered from the primary, for /metrics */
+    uint64_t numbers_fast;   /* bodies validate_numbers read without a tree, for /metrics */
     counters_t *stats;
     char dummy_hash[PASSWORD_HASH_MAX]; /* verified against when an email is unknown */
 
@@ -193,7 +195,12 @@ struct req {
     struct token_claims claims;
     char user[UUID_STRLEN];
 
-    json_t *body; /* the parsed JSON body (ROUTE_BODY routes) */
+    /* The parsed JSON body (ROUTE_BODY routes). NULL on a ROUTE_NUMBERS route whose body
+     * validate_numbers read: nums[0, nnums) hold it, and writes.c builds the tree from them
+     * only when a path needs it. */
+    json_t *body;
+    struct vnumber nums[VALIDATE_NUMBERS_MAX];
+    size_t nnums;
 
     /* Continuations of the async helpers: one operation of each kind at a time. */
     req_query_cb query_cb;

@@ -138,6 +138,9 @@ void ops_metrics(struct req *r)
             {"diary_ingest_primary_reads_total",
              "Reads answered from the primary because the replica was behind.",
              (double)app->primary_reads, counter},
+            {"diary_ingest_numbers_bodies_total",
+             "Bodies of numbers read and validated without a JSON tree (the fast path).",
+             (double)app->numbers_fast, counter},
         };
         text = counters_render(app->stats, g, sizeof(g) / sizeof(g[0]), &len);
     }

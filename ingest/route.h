@@ -24,6 +24,9 @@ enum route_method {
 #define ROUTE_AUTH 1u /* needs Authorization: Bearer */
 #define ROUTE_BODY 2u /* takes a JSON body */
 #define ROUTE_READ 4u /* a replica read: honours Diary-Min-Position */
+/* Its body schema holds only numbers, and the handler takes a body validate_numbers read
+ * (struct req's nums, body NULL): no tree is built for the usual body. */
+#define ROUTE_NUMBERS 8u
 
 struct req;
 

@@ -744,10 +744,13 @@ static void submit_hashed(struct req *r)
     proceed(r);
 }
 
+static json_t *body_tree(struct req *r);
+
 static void submit(struct req *r)
 {
-    writes_request_hash(r->app, r->method, r->path, r->body ? r->body : r->w.data,
-                        r->w.requesthash);
+    json_t *body = body_tree(r);
+
+    writes_request_hash(r->app, r->method, r->path, body ? body : r->w.data, r->w.requesthash);
     submit_hashed(r);
 }
 
@@ -782,9 +785,32 @@ static void proceed(struct req *r)
 
 /* ---- the routes ------------------------------------------------------------------------- */
 
-static json_t *body_get(const struct req *r, const char *key)
+/* The body as a tree: the one dispatch parsed, or, for a body validate_numbers read, one
+ * built from its numbers (the values and types json_loadb would give), kept in r->body. NULL
+ * for a route without a body, or when memory ran out. */
+static json_t *body_tree(struct req *r)
 {
-    return json_incref(json_object_get(r->body, key));
+    if (!r->body && r->nnums > 0) {
+        json_t *o = json_object();
+
+        for (size_t i = 0; o && i < r->nnums; i++) {
+            const struct vnumber *n = &r->nums[i];
+
+            if (json_object_set_new(o, n->rule->name,
+                                    n->integer ? json_integer(n->ivalue) : json_real(n->value)) !=
+                0) {
+                json_decref(o);
+                o = NULL;
+            }
+        }
+        r->body = o;
+    }
+    return r->body;
+}
+
+static json_t *body_get(struct req *r, const char *key)
+{
+    return json_incref(json_object_get(body_tree(r), key));
 }
 
 /* Copies the body's members named in keys (those present and not null) into a new object. */
@@ -971,7 +997,7 @@ static bool entry_set_hash(struct req *r, const char *amount, size_t an)
     struct textw t;
     long n;
 
-    if (json_object_size(r->body) != 1)
+    if (r->body ? json_object_size(r->body) != 1 : r->nnums != 1)
         return false;
     textw_init(&t, canon, sizeof(canon));
     textw_str(&t, "{\"amount\":");
@@ -993,8 +1019,14 @@ void writes_entry_set(struct req *r)
         return;
     ids(r);
     entry_key(r);
-    an = json_dumpb(json_object_get(r->body, "amount"), amount, sizeof(amount),
-                    JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    if (!r->body && r->nnums == 1) {
+        /* Read by validate_numbers, which wrote it as json_dumpb would. */
+        an = r->nums[0].len;
+        memcpy(amount, r->nums[0].text, an + 1);
+    } else {
+        an = json_dumpb(json_object_get(r->body, "amount"), amount, sizeof(amount),
+                        JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    }
     if (an == 0 || an >= sizeof(amount) || !entry_set_text(r, amount, an)) {
         r->w.data = json_pack("{s:s, s:s, s:s, s:s, s:o}", "entry_id", r->w.resource_id, "date",
                               r->w.date, "meal_type", r->w.meal, "food_id", r->w.food_id, "amount",

@@ -1,5 +1,7 @@
 #include "jsonw.h"
 
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -133,4 +135,42 @@ char *jsonw_finish(struct jsonw *b, size_t *len)
     if (len)
         *len = b->len;
     return b->p;
+}
+
+/* jansson 2.14's jsonp_dtostr at its default precision (17), in the "C" locale the
+ * processes run in. */
+size_t jsonw_real_text(double d, char *out, size_t cap)
+{
+    int ret;
+    size_t len;
+    char *e, *from, *to;
+
+    if (!isfinite(d) || cap == 0)
+        return 0;
+    ret = snprintf(out, cap, "%.17g", d);
+    if (ret < 0 || (size_t)ret >= cap)
+        return 0;
+    len = (size_t)ret;
+    if (!strchr(out, '.') && !strchr(out, 'e')) {
+        if (len + 3 >= cap)
+            return 0;
+        memcpy(out + len, ".0", 3);
+        len += 2;
+    }
+    e = strchr(out, 'e');
+    if (e) {
+        /* "1e+25" -> "1e25", "1e-07" -> "1e-7": from the sign (kept when '-') to the first
+         * digit that is not a leading zero. */
+        to = e + 1;
+        if (*to == '-')
+            to++;
+        from = e + 2;
+        while (*from == '0')
+            from++;
+        if (from != to) {
+            memmove(to, from, len - (size_t)(from - out) + 1);
+            len -= (size_t)(from - to);
+        }
+    }
+    return len;
 }

@@ -32,6 +32,13 @@ void jsonw_string(struct jsonw *b, const char *s);
  * nothing above U+10FFFF). */
 bool jsonw_utf8_ok(const char *s);
 
+/* d as jansson dumps a real (json_dumpb of json_real(d)): "%.17g", with ".0" added when that
+ * has neither a dot nor an exponent, and the exponent without '+' or leading zeros. Writes
+ * at most cap - 1 bytes and a NUL (JSONW_REAL_MAX always fits); returns the length, or 0
+ * when it does not fit or d is not finite (jansson makes no real of those). */
+#define JSONW_REAL_MAX 32
+size_t jsonw_real_text(double d, char *out, size_t cap);
+
 /* The text, NUL-terminated, for the caller to free; its length in *len when len is not
  * NULL. NULL when the buffer failed. The buffer is handed over either way. */
 char *jsonw_finish(struct jsonw *b, size_t *len);

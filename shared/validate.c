@@ -12,7 +12,10 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "jscan.h"
+#include "jsonw.h"
 #include "password.h"
+#include "textw.h"
 #include "uuid.h"
 
 #define DEFAULT_FILE "schema/api.yaml"
@@ -725,6 +728,92 @@ json_t *validate_body(const struct vschema *s, json_t *body)
         return NULL;
     }
     return errors;
+}
+
+bool validate_numbers_only(const struct vschema *s)
+{
+    if (!s || s->check_fn || s->count == 0 || s->count > VALIDATE_NUMBERS_MAX)
+        return false;
+    for (size_t i = 0; i < s->count; i++)
+        if (s->rules[i].kind != V_NUMBER && s->rules[i].kind != V_INTEGER)
+            return false;
+    return true;
+}
+
+/* The value of a number token as jansson reads it: an integer token is an int64_t (jscan
+ * checked the range), any other a double from strtod (jscan checked it does not overflow).
+ * Its text as jansson dumps it into out. false when the token is too long to copy. */
+_Static_assert(sizeof(((struct vnumber *)0)->text) >= JSONW_REAL_MAX,
+               "a vnumber holds any real jsonw_real_text writes");
+
+static bool number_of(const struct jscan_value *v, struct vnumber *out)
+{
+    char tok[64];
+    struct textw w;
+    long n;
+
+    if (v->type == JSCAN_INTEGER) {
+        out->integer = true;
+        out->ivalue = v->integer;
+        out->value = (double)v->integer;
+        textw_init(&w, out->text, sizeof(out->text));
+        textw_i64(&w, v->integer);
+        n = textw_done(&w);
+        if (n <= 0)
+            return false;
+        out->len = (size_t)n;
+        return true;
+    }
+    if (v->len >= sizeof(tok))
+        return false;
+    memcpy(tok, v->start, v->len);
+    tok[v->len] = '\0';
+    out->integer = false;
+    out->ivalue = 0;
+    out->value = strtod(tok, NULL);
+    out->len = jsonw_real_text(out->value, out->text, sizeof(out->text));
+    return out->len > 0;
+}
+
+bool validate_numbers(const struct vschema *s, const char *buf, size_t len, struct vnumber *out,
+                      size_t *n)
+{
+    struct jscan js;
+    struct jscan_value v;
+    char key[64];
+    size_t keylen, count = 0;
+    bool seen[VALIDATE_NUMBERS_MAX] = {false};
+    int r;
+
+    if (!validate_numbers_only(s))
+        return false;
+    jscan_init(&js, buf, len);
+    for (r = jscan_member(&js, true, key, sizeof(key), &keylen); r > 0;
+         r = jscan_member(&js, false, key, sizeof(key), &keylen)) {
+        size_t i = 0;
+
+        while (i < s->count && (keylen >= sizeof(key) || strcmp(s->rules[i].name, key) != 0))
+            i++;
+        /* An unknown or repeated field, or one whose value is not a number of its kind: the
+         * general path says what is wrong. */
+        if (i == s->count || seen[i] || !jscan_value(&js, 2, &v) ||
+            (v.type != JSCAN_INTEGER && v.type != JSCAN_REAL) ||
+            (s->rules[i].kind == V_INTEGER && v.type != JSCAN_INTEGER))
+            return false;
+        seen[i] = true;
+        out[count].rule = &s->rules[i];
+        if (!number_of(&v, &out[count]) || !isfinite(out[count].value) ||
+            !in_bounds(&s->rules[i], out[count].value))
+            return false;
+        count++;
+    }
+    if (r < 0 || !jscan_end(&js))
+        return false;
+    for (size_t i = 0; i < s->count; i++)
+        if (s->rules[i].required && !seen[i])
+            return false;
+    *n = count;
+    return true;
 }
 
 /* ---- query strings ------------------------------------------------------------------------ */

@@ -16,6 +16,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 enum vkind {
     V_STRING,
@@ -84,6 +85,32 @@ const struct vrule *validate_rule(const struct vschema *s, const char *name);
 /* Checks body against s. Returns NULL when valid, else a new JSON array of
  * {"field", "message"} objects (the caller decrefs it). Unknown fields are errors. */
 json_t *validate_body(const struct vschema *s, json_t *body);
+
+/* The most members a numbers-only body (validate_numbers) may have. */
+#define VALIDATE_NUMBERS_MAX 4
+
+/* One member of a body read by validate_numbers. */
+struct vnumber {
+    const struct vrule *rule; /* its field */
+    bool integer;             /* written as an integer: jansson would read a json_integer */
+    int64_t ivalue;           /* its value when integer */
+    double value;             /* its value as json_number_value gives it */
+    char text[32];            /* the number as json_dumpb writes the value jansson reads */
+    size_t len;
+};
+
+/* True when every field of s is a number or an integer (at most VALIDATE_NUMBERS_MAX) and s
+ * has no cross-field check: the schemas validate_numbers reads. */
+bool validate_numbers_only(const struct vschema *s);
+
+/* The fast path for a numbers-only schema: reads buf without building a tree (shared/jscan)
+ * and returns true, with the members in out (VALIDATE_NUMBERS_MAX of them) in body order and
+ * their count in *n, exactly when json_loadb(JSON_REJECT_DUPLICATES) reads buf as an object
+ * of numbers that validate_body accepts. false for everything else, and for two kinds of
+ * bodies that are valid but unusual (a member null, a number token of 64 bytes or more): the
+ * caller then takes the general path, which accepts them or says what is wrong. */
+bool validate_numbers(const struct vschema *s, const char *buf, size_t len, struct vnumber *out,
+                      size_t *n) __attribute__((warn_unused_result));
 
 /* Parses a URL query string ("a=1&b=x%20y", NULL or "" for none) into a new object in *out
  * (the caller decrefs it), typed by the rules of s: an integer or number field whose value is

@@ -395,6 +395,19 @@ http PUT "/v1/diary/2026-12-10/lunch/$OATS" '{"amount":78}' "${A[@]}" -H 'Idempo
 expect_error "the same key with another body" 422 idempotency-key-reused
 http PUT "/v1/diary/2026-12-10/dinner/$OATS" '{"amount":77}' "${A[@]}" -H 'Idempotency-Key: retry-me'
 expect_error "the same key on another path" 422 idempotency-key-reused
+# The usual body of an entry is read without a JSON tree (validate_numbers); its canonical
+# form, and so the key's check, is the general path's.
+fast0=$(curl -s "$DIARY_URL/metrics" | awk '$1 == "diary_ingest_numbers_bodies_total" {print $2}')
+http PUT "/v1/diary/2026-12-10/lunch/$OATS" ' { "amount" : 77 } ' "${A[@]}" -H 'Idempotency-Key: retry-me'
+expect_json "the same amount written with spaces is the same write" '.event_id' "\"$EV\""
+http PUT "/v1/diary/2026-12-10/lunch/$OATS" '{"amount":7.7e1}' "${A[@]}" -H 'Idempotency-Key: retry-me'
+expect_error "77 written as a real is another body, as JSON types it" 422 idempotency-key-reused
+fast1=$(curl -s "$DIARY_URL/metrics" | awk '$1 == "diary_ingest_numbers_bodies_total" {print $2}')
+check "both were read by the numbers path (the metrics count them)" test "$((fast1 - fast0))" -ge 2
+http PUT "/v1/diary/2026-12-10/lunch/$OATS" '{"amount":77,"amount":77}' "${A[@]}"
+expect_error "a repeated member still takes the general path and is refused" 400 malformed-json
+http PUT "/v1/diary/2026-12-10/lunch/$OATS" '{"amount":null}' "${A[@]}"
+expect_field_error "a null amount is still named" amount
 http PUT "/v1/diary/2026-12-10/lunch/$OATS" '{"amount":77}' "${B[@]}" -H 'Idempotency-Key: retry-me' "${WAIT[@]}"
 expect_error "another user's key is another event" 422 unknown_food
 http PUT "/v1/diary/2026-12-10/lunch/$OATS" '{"amount":77}' "${A[@]}" -H "Idempotency-Key: $(printf 'k%.0s' $(seq 1 256))"

@@ -3,6 +3,7 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -382,6 +383,159 @@ static void day_numbers(void **state)
     assert_string_equal(out, "2024-01-01");
 }
 
+/* One body through both paths: validate_numbers may accept it only when json_loadb and
+ * validate_body do, with the same members, types, values and dumped text; when plain is set
+ * (an object of the schema's numbers, each a short number token), it must accept exactly
+ * those. */
+static void both_paths(const char *schema, const char *text, size_t len, bool plain)
+{
+    const struct vschema *s = validate_schema(schema);
+    json_t *body = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL), *errs = NULL;
+    struct vnumber nums[VALIDATE_NUMBERS_MAX];
+    size_t n = 99;
+    bool slow, fast;
+
+    if (body)
+        errs = validate_body(s, body);
+    slow = body && !errs;
+    fast = validate_numbers(s, text, len, nums, &n);
+    if (fast && !slow) {
+        print_error("%s: numbers path accepts %.*s, validate_body does not\n", schema, (int)len,
+                    text);
+        fail();
+    }
+    if (plain && fast != slow) {
+        print_error("%s: numbers path refuses the plain valid body %.*s\n", schema, (int)len, text);
+        fail();
+    }
+    if (fast) {
+        assert_int_equal(n, json_object_size(body));
+        for (size_t i = 0; i < n; i++) {
+            json_t *v = json_object_get(body, nums[i].rule->name);
+            char want[64];
+            size_t wn = json_dumpb(v, want, sizeof(want), JSON_COMPACT | JSON_ENCODE_ANY);
+
+            assert_non_null(v);
+            assert_int_equal(nums[i].integer, json_is_integer(v));
+            if (nums[i].integer)
+                assert_true(nums[i].ivalue == json_integer_value(v));
+            assert_true(nums[i].value == json_number_value(v));
+            assert_int_equal(nums[i].len, wn);
+            assert_memory_equal(nums[i].text, want, wn);
+            assert_int_equal(nums[i].text[wn], '\0');
+        }
+    }
+    json_decref(errs);
+    json_decref(body);
+}
+
+static void numbers_path_agrees_with_jansson(void **state)
+{
+    static const char *const bodies[] = {
+        "{\"amount\":150}",
+        "{\"amount\":150.5}",
+        "{\"amount\":0.1}",
+        "{\"amount\":1e2}",
+        "{\"amount\":1E-3}",
+        "{\"amount\":-0}",
+        "{\"amount\":0}",
+        "{\"amount\":0.0}",
+        "{\"amount\":100000}",
+        "{\"amount\":100000.0000001}",
+        "{\"amount\":1e5}",
+        "{\"amount\":\"150\"}",
+        "{\"amount\":null}",
+        "{}",
+        "[]",
+        "null",
+        "",
+        " ",
+        "150",
+        "{\"amount\":150,\"x\":1}",
+        "{\"x\":1,\"amount\":150}",
+        "{\"amount\":1,\"amount\":2}",
+        "{\"amo\\u0075nt\":3}",
+        " {\"amount\" : 3 }\n",
+        "{\"amount\":3}x",
+        "{\"amount\":3,}",
+        "{\"amount\":01}",
+        "{\"amount\":1.}",
+        "{\"amount\":.5}",
+        "{\"amount\":+5}",
+        "{\"amount\":1e400}",
+        "{\"amount\":1e-400}",
+        "{\"amount\":4.9e-324}",
+        "{\"amount\":1.2345678901234567e-300}",
+        "{\"amount\":123456789012345678901234567890}",
+        "{\"amount\":true}",
+        "{\"amount\":[1]}",
+        "{\"amount\":{\"a\":1}}",
+        "{\"amount\":-5}",
+        "{\"amount\":3",
+        "{\"amount\" 3}",
+        "{amount:3}",
+        "{\"amount\\u0000\":3}",
+        "{\"weight\":80}",
+        "{\"amount\":0.0000000000000000000000000000000000000000000000001}",
+    };
+
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        both_paths("diary.entry.set", bodies[i], strlen(bodies[i]), false);
+        both_paths("weight.set", bodies[i], strlen(bodies[i]), false);
+    }
+    both_paths("diary.entry.set", "{\"amount\":3}\0", 13, false);
+    both_paths("diary.entry.set", "{\"amount\":150}", 14, true);
+    both_paths("weight.set", "{\"weight\":80.25}", 16, true);
+
+    /* Numbers as clients and libraries print them: many magnitudes, several notations. */
+    uint64_t x = 0x2545f4914f6cdd1du;
+    for (int i = 0; i < 50000; i++) {
+        char num[48], text[80];
+        double d;
+
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        d = (double)(x % 200000001u) / 1000.0 * ((x >> 40) % 3 ? 1.0 : 1e-3);
+        switch ((x >> 33) % 7) {
+        case 0:
+            snprintf(num, sizeof(num), "%.17g", d);
+            break;
+        case 1:
+            snprintf(num, sizeof(num), "%.15g", d);
+            break;
+        case 2:
+            snprintf(num, sizeof(num), "%.2f", d);
+            break;
+        case 3:
+            snprintf(num, sizeof(num), "%.0f", d);
+            break;
+        case 4:
+            snprintf(num, sizeof(num), "%e", d);
+            break;
+        case 5:
+            snprintf(num, sizeof(num), "%.3E", d);
+            break;
+        default:
+            snprintf(num, sizeof(num), "%g", d);
+            break;
+        }
+        snprintf(text, sizeof(text), "{\"amount\":%s}", num);
+        both_paths("diary.entry.set", text, strlen(text), true);
+        snprintf(text, sizeof(text), "{\"weight\": %s }", num);
+        both_paths("weight.set", text, strlen(text), true);
+        snprintf(text, sizeof(text), "{\"amount\":%" PRIu64 "}", x % 200001u);
+        both_paths("diary.entry.set", text, strlen(text), true);
+    }
+}
+
+static void numbers_only_schemas(void **state)
+{
+    assert_true(validate_numbers_only(validate_schema("diary.entry.set")));
+    assert_true(validate_numbers_only(validate_schema("weight.set")));
+    assert_false(validate_numbers_only(validate_schema("food.create")));
+    assert_false(validate_numbers_only(validate_schema("diary.batch.item")));
+    assert_false(validate_numbers_only(NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -397,6 +551,8 @@ int main(void)
         cmocka_unit_test(query_strings_are_typed_by_the_rules),
         cmocka_unit_test(json_schema_of_the_rules),
         cmocka_unit_test(day_numbers),
+        cmocka_unit_test(numbers_path_agrees_with_jansson),
+        cmocka_unit_test(numbers_only_schemas),
     };
     int rc;
     rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,8 +6,8 @@
  * A writer that runs out of room cuts the text where snprintf would and remembers it:
  * textw_done() then says so, so a caller checks once at the end rather than after every
  * append. */
-#ifndef INGEST_TEXTW_H
-#define INGEST_TEXTW_H
+#ifndef DIARY_TEXTW_H
+#define DIARY_TEXTW_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,4 +1,4 @@
-/* The bounded text writer (ingest/textw.c) against what it replaces: snprintf's "%llu",
+/* The bounded text writer (shared/textw.c) against what it replaces: snprintf's "%llu",
  * "%lld" and "%s", position_format, sodium_bin2hex, and snprintf's cut when the text does not
  * fit. */
 #include <stdarg.h>
@@ -10,7 +10,7 @@
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
-#include "../../ingest/textw.c"
+#include "textw.h"
 
 static const int64_t samples[] = {0,
                                   1,
