@@ -52,6 +52,7 @@ enum cmd_kind {
     CMD_ITEM,    /* a per-event statement of items[item] */
     CMD_REDRIVE, /* diary_event_redrive for items[item] */
     CMD_SET,     /* a set-based statement: one result row per event, by index */
+    CMD_DIRECT,  /* a direct set-based statement (0009): those rows, then the changes it wrote */
     CMD_FLUSH,   /* diary_apply_flush */
     CMD_UNSTAGE, /* diary_stage_clear, in place of the flush when the changes are discarded */
     CMD_STAGE,   /* diary.stage = on: per-event calls stage their changes (set-based path) */
@@ -61,6 +62,14 @@ enum cmd_kind {
 struct cmd {
     enum cmd_kind kind;
     size_t item;
+};
+
+/* Outbox rows a statement returned: the rows of res whose column col is not null, columns
+ * col to col + 4 being seq, user_id, event, type and request_id (col 0: the flush's rows;
+ * col 4: a direct function's, after its outcomes). res NULL: none. */
+struct written {
+    PGresult *res;
+    int col;
 };
 
 struct apply_ctx {
@@ -82,16 +91,16 @@ struct apply_ctx {
     struct cmd *cmds;
     size_t cmd_cap;
     PGresult *outbox_res; /* backs outbox_rows */
-    /* The segments of the current call; pending[k]: the rows diary_apply_flush returned for
-     * segment k of the transaction being run; once it committed they move to flushed: per
-     * partition whose batch of the last apply_batch(es) went through the set-based path in
-     * one transaction, all that batch put in the outbox (until a fetch). All have seg_cap
-     * slots. */
+    /* The segments of the current call; pending[k]: the change events segment k of the
+     * transaction being run wrote (what diary_apply_flush or a direct function returned);
+     * once it committed they move to flushed: per partition whose batch of the last
+     * apply_batch(es) went through the set-based path in one transaction, all that batch put
+     * in the outbox (until a fetch). All have seg_cap slots. */
     struct seg *segs;
-    PGresult **pending;
+    struct written *pending;
     struct flushed {
         int32_t partition;
-        PGresult *res;
+        struct written w;
     } * flushed;
     size_t nflushed, seg_cap;
     struct apply_outbox_row *outbox_rows;
@@ -192,11 +201,11 @@ apply_ctx_t *apply_new(PGconn *conn, const struct apply_opts *opts)
 static void flushed_clear(apply_ctx_t *ctx)
 {
     for (size_t k = 0; k < ctx->nflushed; k++)
-        PQclear(ctx->flushed[k].res);
+        PQclear(ctx->flushed[k].w.res);
     ctx->nflushed = 0;
     for (size_t k = 0; k < ctx->seg_cap; k++) {
-        PQclear(ctx->pending[k]);
-        ctx->pending[k] = NULL;
+        PQclear(ctx->pending[k].res);
+        ctx->pending[k].res = NULL;
     }
 }
 
@@ -292,17 +301,21 @@ static size_t set_ncols(const struct apply_event_type *t)
 }
 
 /* The statement of a set-based function: ($1::integer, $2::json), or with set_columns a
- * text[] per column. */
-static void set_sql(const struct apply_event_type *t, char *sql, size_t size)
+ * text[] per column; of its direct function (direct set): ($1::integer, $2::text, $3::text,
+ * then the columns). */
+static void set_sql(const struct apply_event_type *t, bool direct, char *sql, size_t size)
 {
-    size_t n = (size_t)snprintf(
-        sql, size, "SELECT idx, status, reason, resource FROM %s($1::integer", t->set_function);
-    size_t ncols = t->set_columns ? set_ncols(t) : 0;
+    size_t n =
+        (size_t)snprintf(sql, size, "SELECT idx, status, reason, resource%s FROM %s(%s",
+                         direct ? ", ch_seq, ch_user_id, ch_event, ch_type, ch_request_id" : "",
+                         direct ? t->direct_function : t->set_function,
+                         direct ? "$1::integer, $2::text, $3::text" : "$1::integer");
+    size_t ncols = t->set_columns ? set_ncols(t) : 0, first = direct ? 4 : 2;
 
     if (!t->set_columns)
         n += (size_t)snprintf(sql + n, size - n, ", $2::json");
     for (size_t c = 0; c < ncols && n < size; c++)
-        n += (size_t)snprintf(sql + n, size - n, ", $%zu::text[]", c + 2);
+        n += (size_t)snprintf(sql + n, size - n, ", $%zu::text[]", c + first);
     if (n < size)
         snprintf(sql + n, size - n, ")");
 }
@@ -340,8 +353,14 @@ static int ensure_prepared(apply_ctx_t *ctx, char *err, size_t errlen)
             return rc;
         if (!types[i].set_function)
             continue;
-        set_sql(&types[i], sql, sizeof(sql));
+        set_sql(&types[i], false, sql, sizeof(sql));
         rc = prepare_one(ctx, types[i].set_function, sql, err, errlen);
+        if (rc != APPLY_OK)
+            return rc;
+        if (!types[i].direct_function)
+            continue;
+        set_sql(&types[i], true, sql, sizeof(sql));
+        rc = prepare_one(ctx, types[i].direct_function, sql, err, errlen);
         if (rc != APPLY_OK)
             return rc;
     }
@@ -424,7 +443,7 @@ static int grow_segs(apply_ctx_t *ctx, size_t nsegs)
         return -1;
     ctx->pending = p;
     for (size_t k = ctx->seg_cap; k < nsegs; k++)
-        ctx->pending[k] = NULL;
+        ctx->pending[k].res = NULL;
     if (!(p = realloc(ctx->flushed, nsegs * sizeof(*ctx->flushed))))
         return -1;
     ctx->flushed = p;
@@ -833,6 +852,26 @@ static int send_redrive(apply_ctx_t *ctx, size_t i, struct cmd *cmds, size_t *nc
     return 0;
 }
 
+/* The type whose direct function can take items[lo, hi) in one call (0009): every event
+ * that reaches the database is of that one type, none is redriven, and (the caller checks)
+ * they fit in one round. NULL otherwise: the batch stages its changes. */
+static const struct apply_event_type *direct_type(const apply_ctx_t *ctx, size_t lo, size_t hi)
+{
+    const struct apply_event_type *t = NULL;
+
+    for (size_t i = lo; i < hi; i++) {
+        const struct item *it = &ctx->items[i];
+
+        if (it->plan == PLAN_DEAD)
+            continue;
+        if (it->plan != PLAN_SQL || !it->type->direct_function || (t && it->type != t) ||
+            it->msg->redrive)
+            return NULL;
+        t = it->type;
+    }
+    return t;
+}
+
 /* Queues the statements of items[lo, hi): per event (single) or set-based, in rounds.
  * Returns the number of commands queued after BEGIN and CAS, or -1 when sending failed
  * (the connection) and -2 on allocation failure. */
@@ -841,14 +880,19 @@ static long send_items(apply_ctx_t *ctx, int32_t partition, size_t lo, size_t hi
 {
     char s_part[16];
     size_t ntypes, nc = 0;
-    const struct apply_event_type *types = apply_event_types(&ntypes);
+    const struct apply_event_type *types = apply_event_types(&ntypes), *direct = NULL;
     unsigned nrounds = 0;
 
     snprintf(s_part, sizeof(s_part), "%" PRId32, partition);
     if (sets) {
         if (schedule(ctx, lo, hi, &nrounds) != 0)
             return -2;
-        log_debug(NULL, "set-based batch of %zu events in %u rounds", hi - lo, nrounds);
+        /* One call then holds the batch's change events in log order: it writes them to the
+         * outbox itself, and nothing is staged or flushed. */
+        if (!ctx->discard_changes && nrounds == 1)
+            direct = direct_type(ctx, lo, hi);
+        log_debug(NULL, "set-based batch of %zu events in %u rounds%s", hi - lo, nrounds,
+                  direct ? ", its changes straight to the outbox" : "");
     }
     if (!sets) {
         for (size_t i = lo; i < hi; i++) {
@@ -907,8 +951,9 @@ static long send_items(apply_ctx_t *ctx, int32_t partition, size_t lo, size_t hi
         }
         for (size_t t = 0; t < ntypes; t++) {
             bool any = false;
-            const char *values[1 + SET_COLUMNS_MAX];
-            int lengths[1 + SET_COLUMNS_MAX], formats[1 + SET_COLUMNS_MAX], ok;
+            const char *values[3 + SET_COLUMNS_MAX];
+            const char *fn = direct == &types[t] ? types[t].direct_function : types[t].set_function;
+            int lengths[3 + SET_COLUMNS_MAX] = {0}, formats[3 + SET_COLUMNS_MAX] = {0}, ok;
             size_t ncols;
             char *buf;
 
@@ -919,12 +964,16 @@ static long send_items(apply_ctx_t *ctx, int32_t partition, size_t lo, size_t hi
             if (!any)
                 continue;
             values[0] = s_part;
-            lengths[0] = formats[0] = 0;
             ncols = 1;
+            if (direct == &types[t]) {
+                values[1] = ctx->topic;
+                values[2] = ctx->source;
+                ncols = 3;
+            }
             if (types[t].set_columns) {
                 size_t n;
-                buf = set_columns(ctx, lo, hi, r, &types[t], values + 1, lengths + 1, formats + 1,
-                                  &n);
+                buf = set_columns(ctx, lo, hi, r, &types[t], values + ncols, lengths + ncols,
+                                  formats + ncols, &n);
                 ncols += n;
             } else {
                 buf = set_json(ctx, lo, hi, r, &types[t]);
@@ -935,15 +984,16 @@ static long send_items(apply_ctx_t *ctx, int32_t partition, size_t lo, size_t hi
             if (!buf)
                 return -2;
             /* libpq copies the parameters into its buffer: buf may go at once. */
-            ok = PQsendQueryPrepared(ctx->conn, types[t].set_function, (int)ncols, values, lengths,
-                                     formats, 0);
+            ok = PQsendQueryPrepared(ctx->conn, fn, (int)ncols, values, lengths, formats, 0);
             free(buf);
             if (ok != 1)
                 return -1;
-            cmds[nc++].kind = CMD_SET;
+            cmds[nc].kind = direct == &types[t] ? CMD_DIRECT : CMD_SET;
+            cmds[nc++].item = seg;
         }
     }
-    if (!ctx->discard_changes) {
+    /* A direct call returned the change events it wrote, as the flush returns them. */
+    if (!ctx->discard_changes && !direct) {
         const char *values[3] = {s_part, ctx->topic, ctx->source};
         if (PQsendQueryPrepared(ctx->conn, "apply_flush", 3, values, NULL, NULL, 0) != 1)
             return -1;
@@ -1026,15 +1076,25 @@ static enum txn_status run_txn(apply_ctx_t *ctx, const struct seg *segs, size_t 
             error_text(res, ctx->conn, msg, sizeof(msg));
         } else if (rs == PGRES_TUPLES_OK && cmds[k].kind == CMD_ITEM) {
             item_read(&ctx->items[cmds[k].item], res, 0, 0);
-        } else if (rs == PGRES_TUPLES_OK && cmds[k].kind == CMD_SET) {
+        } else if (rs == PGRES_TUPLES_OK &&
+                   (cmds[k].kind == CMD_SET || cmds[k].kind == CMD_DIRECT)) {
             for (int row = 0; row < PQntuples(res); row++) {
-                long i = strtol(PQgetvalue(res, row, 0), NULL, 10);
+                long i;
+
+                if (PQgetisnull(res, row, 0))
+                    continue; /* a change event a direct function wrote */
+                i = strtol(PQgetvalue(res, row, 0), NULL, 10);
                 if (i >= (long)lo && i < (long)hi)
                     item_read(&ctx->items[i], res, row, 1);
             }
+            if (cmds[k].kind == CMD_DIRECT) {
+                PQclear(ctx->pending[cmds[k].item].res);
+                ctx->pending[cmds[k].item] = (struct written){res, 4};
+                continue;
+            }
         } else if (rs == PGRES_TUPLES_OK && cmds[k].kind == CMD_FLUSH) {
-            PQclear(ctx->pending[cmds[k].item]);
-            ctx->pending[cmds[k].item] = res; /* kept until the COMMIT's answer */
+            PQclear(ctx->pending[cmds[k].item].res);
+            ctx->pending[cmds[k].item] = (struct written){res, 0}; /* kept until the COMMIT */
             continue;
         }
         PQclear(res);
@@ -1113,17 +1173,17 @@ static enum txn_status run_txn(apply_ctx_t *ctx, const struct seg *segs, size_t 
     if (st == TXN_OK) {
         for (size_t k = 0; k < nsegs; k++) {
             finalize(ctx, &segs[k], segs[k].lo, segs[k].hi);
-            if (ctx->pending[k]) {
+            if (ctx->pending[k].res) {
                 ctx->flushed[ctx->nflushed].partition = segs[k].partition;
-                ctx->flushed[ctx->nflushed++].res = ctx->pending[k];
-                ctx->pending[k] = NULL;
+                ctx->flushed[ctx->nflushed++].w = ctx->pending[k];
+                ctx->pending[k].res = NULL;
             }
         }
     }
 done:
     for (size_t k = 0; k < nsegs; k++) {
-        PQclear(ctx->pending[k]);
-        ctx->pending[k] = NULL;
+        PQclear(ctx->pending[k].res);
+        ctx->pending[k].res = NULL;
     }
     pipe_leave(ctx);
     return st;
@@ -1362,11 +1422,20 @@ int apply_offsets_load(apply_ctx_t *ctx, int32_t partition, int64_t create_at, i
     return rc;
 }
 
-/* Points ctx->outbox_rows at the rows of res (seq, user_id, event, type, request_id). -1 on
- * allocation failure. */
-static int rows_of(apply_ctx_t *ctx, const PGresult *res)
+static int seq_cmp(const void *a, const void *b)
 {
-    size_t count = (size_t)PQntuples(res);
+    int64_t x = ((const struct apply_outbox_row *)a)->seq,
+            y = ((const struct apply_outbox_row *)b)->seq;
+
+    return (x > y) - (x < y);
+}
+
+/* Points ctx->outbox_rows at the outbox rows of w, in seq order, their count in *n. -1 on
+ * allocation failure. */
+static int rows_of(apply_ctx_t *ctx, struct written w, size_t *n)
+{
+    size_t count = (size_t)PQntuples(w.res), used = 0;
+    bool sorted = true;
 
     if (count > ctx->outbox_cap) {
         struct apply_outbox_row *r = realloc(ctx->outbox_rows, count * sizeof(*r));
@@ -1375,15 +1444,25 @@ static int rows_of(apply_ctx_t *ctx, const PGresult *res)
         ctx->outbox_rows = r;
         ctx->outbox_cap = count;
     }
-    for (size_t i = 0; i < count; i++) {
-        struct apply_outbox_row *r = &ctx->outbox_rows[i];
-        r->seq = strtoll(PQgetvalue(res, (int)i, 0), NULL, 10);
-        r->user_id = PQgetvalue(res, (int)i, 1);
-        r->event = PQgetvalue(res, (int)i, 2);
-        r->event_len = (size_t)PQgetlength(res, (int)i, 2);
-        r->type = PQgetvalue(res, (int)i, 3);
-        r->request_id = PQgetvalue(res, (int)i, 4);
+    for (int i = 0; i < (int)count; i++) {
+        struct apply_outbox_row *r = &ctx->outbox_rows[used];
+
+        if (PQgetisnull(w.res, i, w.col))
+            continue; /* an outcome row of a direct function */
+        r->seq = strtoll(PQgetvalue(w.res, i, w.col), NULL, 10);
+        r->user_id = PQgetvalue(w.res, i, w.col + 1);
+        r->event = PQgetvalue(w.res, i, w.col + 2);
+        r->event_len = (size_t)PQgetlength(w.res, i, w.col + 2);
+        r->type = PQgetvalue(w.res, i, w.col + 3);
+        r->request_id = PQgetvalue(w.res, i, w.col + 4);
+        sorted = sorted && (used == 0 || r[-1].seq < r->seq);
+        used++;
     }
+    /* A direct function returns its rows in the order it inserted them, which is seq order;
+     * SQL does not promise it, so it is checked. */
+    if (!sorted)
+        qsort(ctx->outbox_rows, used, sizeof(*ctx->outbox_rows), seq_cmp);
+    *n = used;
     return 0;
 }
 
@@ -1405,14 +1484,13 @@ int apply_outbox_fetch(apply_ctx_t *ctx, int32_t partition, size_t limit,
     res = exec_prepared(ctx, "apply_outbox_fetch", 2, values, PGRES_TUPLES_OK, &rc, err, errlen);
     if (!res)
         return rc;
-    if (rows_of(ctx, res) != 0) {
+    if (rows_of(ctx, (struct written){res, 0}, n) != 0) {
         PQclear(res);
         snprintf(err, errlen, "out of memory");
         return APPLY_FATAL;
     }
     ctx->outbox_res = res;
     *rows = ctx->outbox_rows;
-    *n = (size_t)PQntuples(res);
     return APPLY_OK;
 }
 
@@ -1424,10 +1502,9 @@ bool apply_outbox_flushed(apply_ctx_t *ctx, int32_t partition, const struct appl
     for (size_t k = 0; k < ctx->nflushed; k++) {
         if (ctx->flushed[k].partition != partition)
             continue;
-        if (rows_of(ctx, ctx->flushed[k].res) != 0)
+        if (rows_of(ctx, ctx->flushed[k].w, n) != 0)
             return false;
         *rows = ctx->outbox_rows;
-        *n = (size_t)PQntuples(ctx->flushed[k].res);
         return true;
     }
     return false;

@@ -12,7 +12,9 @@
  *     (events) per type present, the per-event function of each event of a type that has no
  *     set-based one (the rare user types; their change events are staged too, through
  *     diary.stage = on for the transaction) and diary_event_dead(...) per dead letter with an
- *     id; then diary_apply_flush() moves the change events to the outbox in log order
+ *     id; then diary_apply_flush() moves the change events to the outbox in log order. A
+ *     batch of one type with a direct function (entry sets), in one round, is instead one
+ *     call of it, which writes the outbox itself and returns the rows (0009)
  *   APPLY_MODE_EVENT: per message, in offset order, diary_apply_<type>(...) or
  *     diary_event_dead(...)
  *   -- results read; dead letters handed to the caller's callback
@@ -193,10 +195,10 @@ int apply_outbox_fetch(apply_ctx_t *ctx, int32_t partition, size_t limit,
     __attribute__((warn_unused_result));
 
 /* The change events the last apply_batch or apply_batches put in partition's outbox, as the
- * set-based path's diary_apply_flush returned them (in seq order), without reading the
- * outbox again. True only when they are all it put there: the partition's batch committed in
- * one set-based transaction. False otherwise (APPLY_MODE_EVENT, a batch that went one event
- * per transaction, a failed batch, a fetch since): then apply_outbox_fetch reads them. The
+ * set-based path's diary_apply_flush or direct function returned them (in seq order), without
+ * reading the outbox again. True only when they are all it put there: the partition's batch
+ * committed in one set-based transaction. False otherwise (APPLY_MODE_EVENT, a batch that went one
+ * event per transaction, a failed batch, a fetch since): then apply_outbox_fetch reads them. The
  * rows live in the context until its next apply_batch(es), apply_outbox_fetch,
  * apply_outbox_flushed or apply_destroy. */
 bool apply_outbox_flushed(apply_ctx_t *ctx, int32_t partition, const struct apply_outbox_row **rows,

@@ -73,6 +73,12 @@ struct apply_event_type {
      * indexes, then the common members, then the fields (no JSON for the database to parse:
      * the frequent types). */
     bool set_columns;
+    /* The set_columns function that writes its change events straight into the outbox, in
+     * log order, instead of staging them (0009): for a partition's batch made only of this
+     * type, in one round, whose one call then holds every change event of the batch. It takes
+     * the partition, the topic and the source (diary_apply_flush's parameters), then the
+     * columns. NULL when the type has none. */
+    const char *direct_function;
 };
 
 /* The table, for the prepare step and the docs. */

@@ -351,6 +351,57 @@ for line in open(sys.argv[2]):
             part[key].add(e["data"]["source"]["partition"])
 sys.exit(0 if got == want and all(len(p) == 1 for p in part.values()) else 1)
 PY
+# ---- a batch of entry sets writes its changes straight into the outbox (0009) ----
+# Entry sets only, one per row (so one round): each partition's batch goes to
+# diary_apply_entries_direct, which writes the outbox itself; one entry a user updates a row of
+# the tail above, so its change carries the row before.
+python3 - "$TMP/tail2.tsv" <<'PY'
+import json, sys, uuid
+out = open(sys.argv[1], "w")
+n = 0
+def u(kind, i):
+    return str(uuid.UUID(int=(kind << 120) | (0x7 << 76) | (0x8 << 60) | i))
+for i in range(24):
+    user, f = u(3, i), u(4, i)
+    for d in range(8):
+        n += 1
+        data = {"entry_id": u(9, i * 100 + d), "date": "2026-09-%02d" % (d + 1) if d else "2026-10-01",
+                "meal_type": "lunch", "food_id": f, "amount": 99 if d == 0 else d + 0.25}
+        e = {"specversion": "1.0", "id": u(0xa, n), "source": "test", "type": "diary.entry.set.v1",
+             "subject": user, "time": "2026-11-25T11:00:00.%03dZ" % (n % 1000),
+             "datacontenttype": "application/json", "requestid": "d%d" % n, "data": data}
+        out.write(user + "\t" + json.dumps(e, separators=(",", ":")) + "\n")
+PY
+TAIL2=$(wc -l <"$TMP/tail2.tsv")
+kcat -P -b "$KAFKA" -t diary.events -K '\t' -l "$TMP/tail2.tsv" 2>>"$TMP/kcat.log" || bail "kcat produce the entry sets"
+LINES=$((LINES + TAIL2))
+run_worker set byset
+check "the entry sets' batches wrote their changes straight to the outbox" \
+    grep -q 'its changes straight to the outbox' "$TMP/worker.set.log"
+kcat -C -b "$KAFKA" -t diary.changes -e -q -f '%k\t%s\n' 2>/dev/null >"$TMP/changes.tail2"
+check "each of the $TAIL2 entry sets applied and published once, per user in log order, the update with its row before" \
+    python3 - "$TMP/tail2.tsv" "$TMP/changes.tail2" <<'PY'
+import json, sys, collections
+want = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    key, value = line.rstrip("\n").split("\t", 1)
+    want[key].append(json.loads(value)["id"] + ".0")
+got, bad = collections.defaultdict(list), 0
+for line in open(sys.argv[2]):
+    if line.strip():
+        key, value = line.rstrip("\n").split("\t", 1)
+        e = json.loads(value)
+        if e["id"].startswith("0a"):
+            got[key].append(e["id"])
+            d = e["data"]
+            upd = d["after"]["date"] == "2026-10-01"
+            if upd != (d["op"] == "u") or (upd and (d["before"]["amount"] != 1 or d["version"] != 2
+                                                    or d["after"]["amount"] != 99)) \
+               or (not upd and (d["before"] is not None or d["version"] != 1)):
+                bad += 1
+sys.exit(0 if got == want and bad == 0 else 1)
+PY
+
 # ---- diaryctl replay of the same log ----
 # The same apply code in a replay (batches of 2,000, no outbox): the log's refused events make
 # its batches fall back to one event per transaction too; it must count every event once
@@ -420,12 +471,66 @@ SELECT count(*) AS applied FROM pg_temp.one_entry() s WHERE s = 'applied' \gset
 SELECT count(*) AS staged FROM diary_stage \gset
 ROLLBACK;
 INSERT INTO seen VALUES ('entry applied, changes off', :applied), ('nothing staged', :staged);
+-- 0009: the direct function writes the very change events the staged path flushes (but for
+-- the time of the transaction), and returns them after the outcomes; an insert and an update.
+CREATE FUNCTION pg_temp.entry(p_direct boolean, p_ev text, p_amount text)
+RETURNS SETOF text LANGUAGE plpgsql AS $$
+DECLARE
+    f text;
+    u text;
+BEGIN
+    SELECT id::text, user_id::text INTO f, u FROM foods ORDER BY id LIMIT 1;
+    IF p_direct THEN
+        RETURN QUERY SELECT coalesce(e.status, e.ch_event) FROM diary_apply_entries_direct(0, 'diary.events', 'test',
+            ARRAY['0'], ARRAY[p_ev], ARRAY[u], ARRAY['diary.entry.set.v1'], ARRAY['7'],
+            ARRAY[md5('a')], ARRAY['2026-11-24T10:00:00.000Z'], ARRAY[NULL]::text[], ARRAY['r'],
+            ARRAY[NULL]::text[], ARRAY['00000000-0000-7000-8000-0000000000e1'],
+            ARRAY['1999-02-01'], ARRAY['lunch'], ARRAY[f], ARRAY[p_amount]) e;
+    ELSE
+        RETURN QUERY SELECT e.status FROM diary_apply_entries(0,
+            ARRAY['0'], ARRAY[p_ev], ARRAY[u], ARRAY['diary.entry.set.v1'], ARRAY['7'],
+            ARRAY[md5('a')], ARRAY['2026-11-24T10:00:00.000Z'], ARRAY[NULL]::text[], ARRAY['r'],
+            ARRAY[NULL]::text[], ARRAY['00000000-0000-7000-8000-0000000000e1'],
+            ARRAY['1999-02-01'], ARRAY['lunch'], ARRAY[f], ARRAY[p_amount]) e;
+    END IF;
+END $$;
+CREATE FUNCTION pg_temp.untimed(p text) RETURNS text LANGUAGE sql AS $$
+    SELECT regexp_replace(p, '"time" : "[^"]*"', '') $$;
+SELECT set_config('diary.changes', 'on', false);
+BEGIN;
+SELECT * FROM pg_temp.entry(false, '00000000-0000-7000-8000-0000000000a1', '10');
+SELECT pg_temp.untimed(string_agg(event, '|' ORDER BY seq)) AS staged
+  FROM diary_apply_flush(0, 'diary.events', 'test') \gset
+ROLLBACK;
+BEGIN;
+SELECT pg_temp.untimed(string_agg(x, '|')) AS returned
+  FROM pg_temp.entry(true, '00000000-0000-7000-8000-0000000000a1', '10') x WHERE x LIKE '{%' \gset
+SELECT pg_temp.untimed(string_agg(event, '|' ORDER BY seq)) AS direct FROM outbox
+ WHERE request_id = 'r' AND change_id LIKE '00000000-0000-7000-8000-0000000000a1%' \gset
+ROLLBACK;
+INSERT INTO seen SELECT 'direct insert as staged', (:'staged' = :'direct' AND :'direct' = :'returned' AND :'direct' LIKE '%"op" : "c"%')::int;
+BEGIN;
+SELECT * FROM pg_temp.entry(false, '00000000-0000-7000-8000-0000000000a2', '10');
+SELECT count(*) FROM diary_apply_flush(0, 'diary.events', 'test');
+COMMIT;
+BEGIN;
+SELECT * FROM pg_temp.entry(false, '00000000-0000-7000-8000-0000000000a3', '20.5');
+SELECT pg_temp.untimed(string_agg(event, '|' ORDER BY seq)) AS staged
+  FROM diary_apply_flush(0, 'diary.events', 'test') \gset
+ROLLBACK;
+BEGIN;
+SELECT pg_temp.untimed(string_agg(x, '|')) AS returned
+  FROM pg_temp.entry(true, '00000000-0000-7000-8000-0000000000a3', '20.5') x WHERE x LIKE '{%' \gset
+SELECT pg_temp.untimed(string_agg(event, '|' ORDER BY seq)) AS direct FROM outbox
+ WHERE request_id = 'r' AND change_id LIKE '00000000-0000-7000-8000-0000000000a3%' \gset
+ROLLBACK;
+INSERT INTO seen SELECT 'direct update as staged', (:'staged' = :'direct' AND :'direct' = :'returned' AND :'direct' LIKE '%"op" : "u"%"before" : {%')::int;
 DELETE FROM outbox WHERE request_id = 'r';
 \o
 SELECT string_agg(step || '=' || n, ',' ORDER BY ctid) FROM seen;
 SQL
-check "staging table: each flush gets its own transaction's rows only, emptied while small, truncated when large; with diary.changes = off nothing staged" \
-    test "$(cat "$TMP/stage.out")" = "small flush=3,left after the small flush=0,small table kept=1,next flush=2,large flush=400,large table truncated=0,after a rollback and a clear=0,entry applied=1,its change staged=1,entry applied, changes off=1,nothing staged=0"
+check "staging table: each flush gets its own transaction's rows only, emptied while small, truncated when large; with diary.changes = off nothing staged; the direct function writes what the flush writes" \
+    test "$(cat "$TMP/stage.out")" = "small flush=3,left after the small flush=0,small table kept=1,next flush=2,large flush=400,large table truncated=0,after a rollback and a clear=0,entry applied=1,its change staged=1,entry applied, changes off=1,nothing staged=0,direct insert as staged=1,direct update as staged=1"
 [ -s "$TMP/stage.err" ] && head -5 "$TMP/stage.err"
 worklib_check_sanitizers "no sanitizer report"
 finish worker-paths

@@ -82,13 +82,20 @@ static void test_table(void **state)
         /* Only the rare user types go without a set-based function. */
         if (!t[i].set_function && strncmp(t[i].type, "diary.user.", 11) != 0)
             fail_msg("%s has no set-based function", t[i].type);
+        /* A direct function takes the columns of a set-based one (0009). */
+        if (t[i].direct_function)
+            assert_true(t[i].set_function && t[i].set_columns);
         /* The function names are also prepared statement names: unique. */
         for (size_t j = 0; j < i; j++) {
             assert_string_not_equal(t[i].function, t[j].function);
             if (t[i].set_function && t[j].set_function)
                 assert_string_not_equal(t[i].set_function, t[j].set_function);
+            if (t[i].direct_function && t[j].direct_function)
+                assert_string_not_equal(t[i].direct_function, t[j].direct_function);
         }
     }
+    assert_string_equal(apply_event_type_find("diary.entry.set.v1")->direct_function,
+                        "diary_apply_entries_direct");
     assert_null(apply_event_type_find("diary.user.exploded.v1"));
     assert_null(apply_event_type_find(NULL));
 }
