@@ -999,7 +999,7 @@ static long send_items(apply_ctx_t *ctx, int32_t partition, size_t lo, size_t hi
             return -1;
         cmds[nc].kind = CMD_FLUSH;
         cmds[nc++].item = seg;
-    } else if (sets) {
+    } else if (ctx->discard_changes && sets) {
         /* The staging table keeps its rows past COMMIT (0008): drop what the sets staged. */
         if (PQsendQueryPrepared(ctx->conn, "apply_unstage", 0, NULL, NULL, NULL, 0) != 1)
             return -1;

@@ -375,9 +375,24 @@ PY
 TAIL2=$(wc -l <"$TMP/tail2.tsv")
 kcat -P -b "$KAFKA" -t diary.events -K '\t' -l "$TMP/tail2.tsv" 2>>"$TMP/kcat.log" || bail "kcat produce the entry sets"
 LINES=$((LINES + TAIL2))
+# The functions the worker's sessions call, counted from here (track_functions).
+psql -qAtX -d byset -c "ALTER DATABASE byset SET track_functions = 'pl'" -c "SELECT pg_stat_reset()" >/dev/null
 run_worker set byset
 check "the entry sets' batches wrote their changes straight to the outbox" \
     grep -q 'its changes straight to the outbox' "$TMP/worker.set.log"
+fcalls() { # FUNCTION: its calls since the reset
+    wait_for 5 "function statistics" bash -c "[ -n \"\$(psql -qAtX -d byset -c \"SELECT calls FROM pg_stat_user_functions WHERE funcname = 'diary_apply_entries_direct'\")\" ]" >/dev/null 2>&1
+    psql -qAtX -d byset -c "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions WHERE funcname = '$1'"
+}
+# Regression: a direct batch also cleared the staging table it had not used (a statement a
+# batch for nothing).
+direct_only() {
+    [ "$(fcalls diary_apply_entries_direct)" -gt 0 ] &&
+        [ "$(fcalls diary_apply_flush)|$(fcalls diary_stage_clear)" = "0|0" ]
+}
+check "a direct batch neither flushes nor clears the staging table ($(fcalls diary_apply_entries_direct) direct calls)" \
+    direct_only
+psql -qAtX -d byset -c "ALTER DATABASE byset RESET track_functions" >/dev/null
 kcat -C -b "$KAFKA" -t diary.changes -e -q -f '%k\t%s\n' 2>/dev/null >"$TMP/changes.tail2"
 check "each of the $TAIL2 entry sets applied and published once, per user in log order, the update with its row before" \
     python3 - "$TMP/tail2.tsv" "$TMP/changes.tail2" <<'PY'
