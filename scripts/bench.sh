@@ -239,21 +239,25 @@ cpu_diff() {
   python3 "$top/bench/cpu.py" diff "$1" "$2" $$ "$(postmaster_pid primary)" "$(postmaster_pid replica)"
 }
 
-# perf_start NAME SECONDS PID...: a flat profile (cpu-clock, 499 Hz) of those processes.
+# perf_start NAME PID...: a flat profile (cpu-clock, 499 Hz) of those processes, until
+# perf_finish NAME stops it. perf_finish comes after the run's closing CPU snapshot: perf's
+# own exit (writing its data, build ids) must not land in the measured window, as it did
+# when the profile was a fixed 6 s that a slower run outlasted.
 PERF_PID=
 perf_start() {
-  local name=$1 secs=$2; shift 2
+  local name=$1; shift
   PERF_PID=
   command -v perf >/dev/null || return 0
   perf record -q -F 499 -e cpu-clock -o "$RUN/perf-$name.data" -p "$(IFS=,; echo "$*")" \
-    -- sleep "$secs" >"$LOGS/perf-$name.log" 2>&1 &
+    -- sleep 300 >"$LOGS/perf-$name.log" 2>&1 &
   PERF_PID=$!
   PIDS+=("$PERF_PID")
 }
 perf_finish() {
   local name=$1
   [ -n "$PERF_PID" ] || return 0
-  wait "$PERF_PID" 2>/dev/null
+  kill -INT "$PERF_PID" 2>/dev/null
+  wait "$PERF_PID" 2>/dev/null || true # perf exits with its workload's status (SIGTERM)
   [ -s "$RUN/perf-$name.data" ] || return 0
   perf report -i "$RUN/perf-$name.data" --stdio --sort comm,dso,sym --percent-limit 0.7 \
     2>/dev/null | grep -v '^#' | grep -v '^$' | head -45 >"$RES/perf-$name.txt" || true
@@ -405,7 +409,7 @@ phase_ingest() {
     run_wrk "$url" "$c" 3 /dev/null
     cpu_snap "$RUN/cpu-a"
     t0=$(proc_ticks "$INGEST_PID"); b0=$(proc_ticks "$BROKER_PID")
-    [ "$c" = 256 ] && perf_start ingest $((INGEST_SECS - 2)) "$INGEST_PID"
+    [ "$c" = 256 ] && perf_start ingest "$INGEST_PID"
     run_wrk "$url" "$c" "$INGEST_SECS" "$RUN/ingest-$c.json"
     t1=$(proc_ticks "$INGEST_PID"); b1=$(proc_ticks "$BROKER_PID")
     cpu_snap "$RUN/cpu-b"
@@ -548,7 +552,7 @@ apply_attempt() {
       # applied batch (the group join before it is idle time).
       profiled=1
       # shellcheck disable=SC2046
-      perf_start apply 6 "${pids[0]}" $(pgrep -P "$(postmaster_pid primary)") "$BROKER_PID"
+      perf_start apply "${pids[0]}" $(pgrep -P "$(postmaster_pid primary)") "$BROKER_PID"
     fi
     if [ $SECONDS -ge $deadline ]; then say "apply $name: gave up after 240 s at $s of $BACKLOG_N"; break; fi
     local any=0
