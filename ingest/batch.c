@@ -386,6 +386,10 @@ void batch_post(struct req *r)
         req_unavailable(r, "out of memory");
         return;
     }
+    if (writes_shed(r, r->user)) {
+        free(b);
+        return;
+    }
     b->n = n;
     r->batch = b;
     if (hdr_prefer_wait(req_header(r, REQ_HDR_PREFER), &secs) && secs > 0 &&

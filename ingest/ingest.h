@@ -34,6 +34,7 @@
 #include "position.h"
 #include "replwait.h"
 #include "revoke.h"
+#include "shed.h"
 #include "route.h"
 #include "token.h"
 #include "tokcache.h"
@@ -51,6 +52,7 @@ struct ingest_config {
     unsigned long long pw_ops;
     size_t pw_mem;
     long hash_threads, read_pool, max_body, max_conns, req_timeout_ms, max_wait, linger_ms;
+    long max_lag; /* DIARY_INGEST_MAX_LAG: 0 = no load shedding */
     char source[128];
     const char *group, *topic;
     const char *port_file; /* may be NULL */
@@ -71,6 +73,7 @@ struct ingest {
     pgpool_t *primary;        /* NULL without PG_PRIMARY_URL */
     replwait_t *primary_wait; /* waits on the primary's consumer_offsets; NULL likewise */
     revoke_t *revoke;
+    shed_t *shed;            /* NULL without DIARY_INGEST_MAX_LAG */
     tokcache_t *tokens;      /* bearer tokens verified before (server.c) */
     uint8_t reqhash_key[32]; /* keys the requesthash (derived from the token key) */
     uint64_t primary_reads;  /* reads answered from the primary, for /metrics */
@@ -315,6 +318,9 @@ void writes_event_id(const char *user, const char *key, char out[UUID_STRLEN]);
 rd_kafka_resp_err_t writes_send(struct req *r, struct wmsg *m, const char *type,
                                 const char *event_id, json_t *data, const char *requesthash)
     __attribute__((warn_unused_result));
+/* Load shedding (shed.h): when the apply is too far behind on key's partition, answers
+ * 503 apply-behind with Retry-After and returns true. */
+bool writes_shed(struct req *r, const char *key);
 /* The recorded problem of a rejected event as an object (status 400..599, else 422). */
 json_t *writes_problem_object(const char *problem_text, const char *reason);
 

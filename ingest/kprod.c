@@ -25,6 +25,8 @@ struct kprod {
     /* From the last statistics. */
     time_t stats_at;
     int brokers_up, brokers_known;
+    char *count_topic; /* the topic whose partitions the statistics count; NULL: none */
+    int32_t partitions;
 };
 
 static time_t mono_now(void)
@@ -58,6 +60,20 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
         known++;
         if (state && strcmp(state, "UP") == 0)
             up++;
+    }
+    if (p->count_topic) {
+        json_t *parts = json_object_get(
+            json_object_get(json_object_get(root, "topics"), p->count_topic), "partitions");
+        int32_t n = 0;
+
+        /* "-1" is librdkafka's own queue of messages not yet given a partition. */
+        json_object_foreach(parts, name, b)
+        {
+            if (strcmp(name, "-1") != 0)
+                n++;
+        }
+        if (n > 0)
+            p->partitions = n;
     }
     json_decref(root);
     p->brokers_up = up;
@@ -177,6 +193,18 @@ bool kprod_ready(const kprod_t *p, char *detail, size_t detaillen)
     return p->brokers_up > 0;
 }
 
+int kprod_count_partitions(kprod_t *p, const char *topic)
+{
+    free(p->count_topic);
+    p->count_topic = strdup(topic);
+    return p->count_topic ? 0 : -1;
+}
+
+int32_t kprod_partitions(const kprod_t *p)
+{
+    return p->partitions;
+}
+
 int kprod_outq_len(const kprod_t *p)
 {
     return rd_kafka_outq_len(p->rk);
@@ -214,5 +242,6 @@ void kprod_destroy(kprod_t *p)
         close(p->wakefd[0]);
     if (p->wakefd[1] >= 0)
         close(p->wakefd[1]);
+    free(p->count_topic);
     free(p);
 }

@@ -39,6 +39,11 @@ void kprod_poll(kprod_t *p);
  * error was raised; detail says why in either case. */
 bool kprod_ready(const kprod_t *p, char *detail, size_t detaillen);
 
+/* Makes the statistics count topic's partitions (librdkafka lists a topic once it produced
+ * to it); kprod_partitions returns the last count, 0 before the first. -1 on ENOMEM. */
+int kprod_count_partitions(kprod_t *p, const char *topic) __attribute__((warn_unused_result));
+int32_t kprod_partitions(const kprod_t *p);
+
 /* Messages not yet acknowledged. */
 int kprod_outq_len(const kprod_t *p);
 

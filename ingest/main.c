@@ -27,6 +27,7 @@
 #include "validate.h"
 
 #define REPLWAIT_TICK_MS 5
+#define SHED_TICK_MS     100 /* how often load shedding reads the apply's positions */
 #define DRAIN_TICK_MS    20
 #define DRAIN_GRACE_MS   10000 /* longest wait for in-flight requests at shutdown */
 #define FLUSH_MS         5000  /* longest wait for the broker at shutdown */
@@ -88,7 +89,8 @@ static int load_config(struct ingest_config *c, char *err, size_t errlen)
         config_long("DIARY_MAX_CONNECTIONS", 1, 1000000, &c->max_conns, err, errlen) ||
         config_long("DIARY_REQUEST_TIMEOUT_MS", 100, 600000, &c->req_timeout_ms, err, errlen) ||
         config_long("DIARY_MAX_WAIT", 0, 600, &c->max_wait, err, errlen) ||
-        config_long("DIARY_INGEST_LINGER_MS", 0, 1000, &c->linger_ms, err, errlen))
+        config_long("DIARY_INGEST_LINGER_MS", 0, 1000, &c->linger_ms, err, errlen) ||
+        config_long("DIARY_INGEST_MAX_LAG", 0, 1000000000, &c->max_lag, err, errlen))
         return -1;
     c->group = config_str("DIARY_GROUP");
     c->topic = config_str("DIARY_EVENTS_TOPIC");
@@ -334,6 +336,16 @@ int main(int argc, char **argv)
             goto fail;
         }
     }
+    if (app.cfg.max_lag > 0) {
+        /* The positions from the primary when there is one: the apply's own truth, not the
+         * replica's view of it, which would also count the replication lag. */
+        app.shed = shed_new(app.base, app.primary ? app.primary : app.pg, app.cfg.group,
+                            app.cfg.topic, app.cfg.max_lag, SHED_TICK_MS);
+        if (!app.shed || kprod_count_partitions(app.prod, app.cfg.topic) != 0) {
+            snprintf(err, sizeof(err), "out of memory");
+            goto fail;
+        }
+    }
     app.wait = replwait_new(app.base, app.pg, app.cfg.group, app.cfg.topic, REPLWAIT_TICK_MS);
     app.revoke = revoke_new(app.base, app.pg, app.cfg.token_ttl, REVOKE_TICK_MS);
     if (!app.wait || !app.revoke || ops_setup(&app) != 0) {
@@ -394,6 +406,8 @@ cleanup:
     ops_teardown(&app);
     revoke_destroy(app.revoke);
     app.revoke = NULL;
+    shed_destroy(app.shed); /* late delivery reports find NULL */
+    app.shed = NULL;
     pgpool_destroy(app.pg); /* pending queries' callbacks run with "shutdown" */
     app.pg = NULL;
     pgpool_destroy(app.primary);

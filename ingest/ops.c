@@ -141,6 +141,15 @@ void ops_metrics(struct req *r)
             {"diary_ingest_numbers_bodies_total",
              "Bodies of numbers read and validated without a JSON tree (the fast path).",
              (double)app->numbers_fast, counter},
+            {"diary_ingest_shed_total",
+             "Writes refused (503 apply-behind) because the apply was too far behind.",
+             (double)shed_refused(app->shed), counter},
+            {"diary_ingest_apply_lag_max",
+             "Largest apply lag (events) of a partition, as load shedding sees it (0 when off).",
+             (double)shed_max_lag(app->shed), gauge},
+            {"diary_ingest_apply_lag_fresh",
+             "1 when load shedding read the apply's positions in the last 5 s (0 when off).",
+             app->shed && shed_fresh(app->shed) ? 1.0 : 0.0, gauge},
         };
         text = counters_render(app->stats, g, sizeof(g) / sizeof(g[0]), &len);
     }

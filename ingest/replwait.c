@@ -10,8 +10,8 @@
 #define MAX_PARTITIONS   65536
 #define QUERY_TIMEOUT_MS 1000
 
-static const char offsets_sql[] = "SELECT \"partition\", next_offset FROM consumer_offsets "
-                                  "WHERE group_id = $1 AND topic = $2";
+const char replwait_offsets_sql[] = "SELECT \"partition\", next_offset FROM consumer_offsets "
+                                    "WHERE group_id = $1 AND topic = $2";
 
 /* The replica query's own state, so that a reply arriving after replwait_destroy finds
  * w == NULL instead of freed memory. Freed by the query's callback. */
@@ -75,7 +75,8 @@ static void start_poll(replwait_t *w)
     if (!t)
         return;
     t->w = w;
-    if (pgpool_query_timeout(w->pg, offsets_sql, 2, params, QUERY_TIMEOUT_MS, poll_cb, t) != 0) {
+    if (pgpool_query_timeout(w->pg, replwait_offsets_sql, 2, params, QUERY_TIMEOUT_MS, poll_cb,
+                             t) != 0) {
         free(t); /* the pool is busy: the next tick tries again */
         return;
     }
@@ -117,6 +118,28 @@ static void sweep(replwait_t *w)
     }
 }
 
+void replwait_read_offsets(const PGresult *res, int64_t **next_offset, size_t *npart)
+{
+    for (int i = 0; i < PQntuples(res); i++) {
+        long part = strtol(PQgetvalue(res, i, 0), NULL, 10);
+        long long next = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+
+        if (part < 0 || part >= MAX_PARTITIONS)
+            continue;
+        if ((size_t)part >= *npart) {
+            size_t n = (size_t)part + 1;
+            int64_t *grown = realloc(*next_offset, n * sizeof(*grown));
+            if (!grown)
+                continue;
+            for (size_t k = *npart; k < n; k++)
+                grown[k] = -1;
+            *next_offset = grown;
+            *npart = n;
+        }
+        (*next_offset)[part] = next;
+    }
+}
+
 static void poll_cb(PGresult *res, const char *err, void *arg)
 {
     struct poll_token *t = arg;
@@ -133,24 +156,7 @@ static void poll_cb(PGresult *res, const char *err, void *arg)
                        : "unknown error");
         return;
     }
-    for (int i = 0; i < PQntuples(res); i++) {
-        long part = strtol(PQgetvalue(res, i, 0), NULL, 10);
-        long long next = strtoll(PQgetvalue(res, i, 1), NULL, 10);
-
-        if (part < 0 || part >= MAX_PARTITIONS)
-            continue;
-        if ((size_t)part >= w->npart) {
-            size_t n = (size_t)part + 1;
-            int64_t *grown = realloc(w->next_offset, n * sizeof(*grown));
-            if (!grown)
-                continue;
-            for (size_t k = w->npart; k < n; k++)
-                grown[k] = -1;
-            w->next_offset = grown;
-            w->npart = n;
-        }
-        w->next_offset[part] = next;
-    }
+    replwait_read_offsets(res, &w->next_offset, &w->npart);
     sweep(w);
 }
 

@@ -52,6 +52,12 @@ void replwait_shutdown(replwait_t *w);
 /* Requests waiting, for /metrics. */
 size_t replwait_count(const replwait_t *w);
 
+/* The query of every partition's next offset ($1 group, $2 topic), and the reading of its
+ * rows into *next_offset (by partition, grown as needed, -1 where no row was seen yet); shed.c
+ * reads them too. */
+extern const char replwait_offsets_sql[];
+void replwait_read_offsets(const PGresult *res, int64_t **next_offset, size_t *npart);
+
 /* Monotonic milliseconds. */
 int64_t replwait_now_ms(void);
 

@@ -114,6 +114,7 @@ static const struct {
     {"unavailable", "The service is unavailable; try again later."},
     {"timeout", "The request did not complete in time."},
     {"replica-behind", "The read replica has not caught up with your write yet."},
+    {"apply-behind", "The apply is too far behind; try again later."},
     {"idempotency-key-reused", "The Idempotency-Key was used before with another request."},
     {"rejected", "The write was rejected."},
     {"internal", "Internal error."},

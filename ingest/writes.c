@@ -15,6 +15,7 @@
 #include "ingest.h"
 
 #include <ctype.h>
+#include <inttypes.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -438,6 +439,8 @@ void writes_delivered(void *opaque, rd_kafka_resp_err_t err, int32_t partition, 
     struct req *r = m->r;
 
     counters_produce(r->app->stats, (double)(ingest_now_us() - m->produced_us) / 1e6, !err);
+    if (!err)
+        shed_acked(r->app->shed, partition, offset);
     if (req_live(r)) {
         if (m->item >= 0)
             batch_delivered(r, m->item, err, partition, offset);
@@ -568,9 +571,29 @@ static void try_send(struct req *r)
         req_unavailable(r, "the event log is not accepting writes right now");
 }
 
-/* Builds the envelope around r->w.data and produces it. */
+bool writes_shed(struct req *r, const char *key)
+{
+    int32_t partition;
+    int64_t lag;
+    char detail[192];
+
+    if (!shed_refuse(r->app->shed, key, kprod_partitions(r->app->prod), &partition, &lag))
+        return false;
+    snprintf(detail, sizeof(detail),
+             "the apply is %" PRId64 " events behind on partition %" PRId32
+             " (at most %ld are let wait); retry after Retry-After",
+             lag, partition, r->app->cfg.max_lag);
+    req_add_header(r, "Retry-After", "1");
+    req_problem(r, 503, "apply-behind", detail, NULL);
+    return true;
+}
+
+/* Builds the envelope around r->w.data and produces it. A log-in's rehash (then) is best
+ * effort and never shed: it is one event, and the log-in must not fail for it. */
 static void produce(struct req *r)
 {
+    if (!r->w.then && writes_shed(r, r->w.subject))
+        return;
     r->w.value = envelope(r, r->w.kind->type, r->w.event_id, r->w.subject, r->w.data, r->w.ifmatch,
                           r->w.requesthash, r->w.time, &r->w.len, r->w.data_text, r->w.data_len);
     r->w.data = NULL; /* the envelope is all that goes on */

@@ -30,6 +30,7 @@
 #                           one the pipeline sustains today, then the issue's two
 #   BENCH_E2E_SECONDS       length of those without :SECONDS (60)
 #   BENCH_E2E_NICE          nice level of ingest and the load generator in those runs (10)
+#   BENCH_E2E_MAX_LAG       ingest's DIARY_INGEST_MAX_LAG in those runs (4000; 0 = no shedding)
 #   BENCH_PHASES            which phases to run (ceilings ingest apply e2e replay)
 set -euo pipefail
 
@@ -50,6 +51,7 @@ APPLY_ENTRIES=${BENCH_APPLY_ENTRIES:-50}
 E2E_RATES=${BENCH_E2E_RATES:-1000:20 10000 20000}
 E2E_SECS=${BENCH_E2E_SECONDS:-60}
 E2E_NICE=${BENCH_E2E_NICE:-10}
+E2E_MAX_LAG=${BENCH_E2E_MAX_LAG:-4000}
 PHASES=${BENCH_PHASES:-ceilings ingest apply e2e replay}
 PGBIN=/usr/lib/postgresql/15/bin
 TOOLS=$top/bench/out
@@ -217,6 +219,9 @@ worker_port() { cat "$RUN/$1.port" 2>/dev/null; }
 worker_ready() { [ -s "$RUN/$1.port" ] && curl -sf "http://127.0.0.1:$(worker_port "$1")/readyz" >/dev/null; }
 
 TOKEN_KEY=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+# Load shedding (docs/api.md): off for the ingest phase, whose log nobody reads; in the e2e
+# runs, what scripts/stack.sh sets for the devbroker (5 MiB a partition, ~6,400 records).
+INGEST_MAX_LAG=0
 INGEST_PID='' INGEST_PORT=
 # start_ingest NAME DB GROUP [NICE]
 start_ingest() {
@@ -224,7 +229,7 @@ start_ingest() {
   KAFKA_BOOTSTRAP=$BOOT PG_REPLICA_URL=$(rurl "$2") PG_PRIMARY_URL=$(purl "$2") DIARY_GROUP=$3 \
     DIARY_TOKEN_KEY=$TOKEN_KEY DIARY_HTTP_PORT=0 DIARY_HTTP_PORT_FILE=$RUN/$1.port \
     DIARY_PWHASH_OPSLIMIT=1 DIARY_PWHASH_MEMLIMIT=8192 DIARY_API_SCHEMA=$top/schema/api.yaml \
-    start_bg "$1" nice -n "${4:-0}" "$BIN_DIR/diary-ingest"
+    DIARY_INGEST_MAX_LAG=$INGEST_MAX_LAG start_bg "$1" nice -n "${4:-0}" "$BIN_DIR/diary-ingest"
   INGEST_PID=$LAST_PID
   wait_for 60 "$1" test -s "$RUN/$1.port" || exit 1
   INGEST_PORT=$(cat "$RUN/$1.port")
@@ -692,7 +697,9 @@ e2e_run() {
   # generator's queue (where the latencies, counted from each write's scheduled time, include
   # it). Nice 5 was not always enough: a run whose ingest got faster outgrew the devbroker at
   # 20,000/s offered (bench/README.md).
+  INGEST_MAX_LAG=$E2E_MAX_LAG
   setup_users "$name" "$db" "$group" "$E2E_NICE"
+  INGEST_MAX_LAG=0
   start_bg "$name-offsets" "$TOOLS/probe" offsets "$RUN/$name.offsets" 5 "$group" diary.events \
     "$(purl "$db")" "$(rurl "$db")"
   local poff=$LAST_PID
@@ -742,6 +749,8 @@ SELECT json_build_object(
   local worker_alive=true
   alive "$WORKER_PID" || worker_alive=false
   curl -sf "http://127.0.0.1:$(worker_port "$name-worker")/metrics" >"$RUN/$name-worker.metrics" || : >"$RUN/$name-worker.metrics"
+  curl -sf "http://127.0.0.1:$INGEST_PORT/metrics" | grep -E '^diary_ingest_(shed_total|apply_lag_max) ' \
+    >>"$RUN/$name-worker.metrics" || true
   python3 "$top/bench/e2e.py" "$RUN/$name.requests" "$RUN/$name.offsets" "$RUN/$name.changes" \
     "$RUN/$name.loadgen.json" "$RUN/$name.check.json" "$RES/$name.series" >"$RUN/$name.result.json"
   python3 - "$RUN/$name.result.json" "$(cpu_diff "$RUN/cpu-a" "$RUN/cpu-b")" "$worker_alive" \
@@ -755,7 +764,7 @@ r["worker_alive_at_end"] = sys.argv[3] == "true"
 r["worker_stopped_for_lost_events"] = int(sys.argv[4] or 0) > 0
 m = {}
 for line in open(sys.argv[5]):
-    x = re.match(r'(diary_worker_(?:batches_total|batch_size_sum|batch_size_count|batch_seconds_total|outbox_seconds_total)) ([0-9.e+-]+)$', line)
+    x = re.match(r'(diary_worker_(?:batches_total|batch_size_sum|batch_size_count|batch_seconds_total|outbox_seconds_total)|diary_ingest_shed_total) ([0-9.e+-]+)$', line)
     if x:
         m[x.group(1)] = float(x.group(2))
 if m.get("diary_worker_batch_size_count"):

@@ -11,7 +11,8 @@
 #
 # Settings (environment): RUN_DIR, BIN_DIR (default build/bin), WORKERS (1), DIARY_HTTP_PORT
 # (8080), PG_PRIMARY_PORT (55432), PG_REPLICA_PORT (55433), DIARY_WORKER_PORT (8081: the
-# first worker's; the next ones count up), DEVBROKER_CONTROL_PORT (0: any free one).
+# first worker's; the next ones count up), DEVBROKER_CONTROL_PORT (0: any free one),
+# DIARY_INGEST_MAX_LAG (4000: what the devbroker keeps, see start_ingest).
 # Fast-hash settings for tests go through as usual (DIARY_PWHASH_OPSLIMIT ...).
 set -euo pipefail
 
@@ -158,10 +159,14 @@ start_workers() {
   done
 }
 
+# The devbroker keeps 5 MiB a partition and drops the oldest beyond it, read or not: about
+# 6,400 of ingest's ~800-byte records. Ingest refuses writes to a partition whose apply is
+# further behind than DIARY_INGEST_MAX_LAG (docs/api.md, "Load shedding"), so that no
+# acknowledged write is dropped before the worker applies it.
 start_ingest() {
   if ! pid_alive "$PIDS/ingest.pid"; then
     DIARY_TOKEN_KEY=$(cat "$RUN_DIR/secrets/token.key") DIARY_HTTP_PORT=$HTTP_PORT \
-      setsid "$BIN_DIR/diary-ingest" >>"$LOGS/ingest.log" 2>&1 </dev/null &
+      DIARY_INGEST_MAX_LAG=${DIARY_INGEST_MAX_LAG:-4000} setsid "$BIN_DIR/diary-ingest" >>"$LOGS/ingest.log" 2>&1 </dev/null &
     echo $! >"$PIDS/ingest.pid"
   fi
   if ! wait_for 60 "diary-ingest" curl -sf "http://127.0.0.1:$HTTP_PORT/readyz"; then

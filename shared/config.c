@@ -37,6 +37,9 @@ static const struct config_entry config_entries[] = {
     {"DIARY_INGEST_LINGER_MS", "3",
      "ingest: linger.ms of its producer (larger batches to the broker under load, in exchange for "
      "latency)"},
+    {"DIARY_INGEST_MAX_LAG", "0",
+     "ingest: refuse writes (503 apply-behind) to a partition whose apply is more than this many "
+     "events behind; 0 = never (a log kept forever needs no bound)"},
     {"DIARY_SOURCE", NULL,
      "ingest: CloudEvents source of this node (default ingest/<host>:<port>)"},
     {"DIARY_GROUP", "diary-apply", "worker: consumer group, also the key of consumer_offsets"},
