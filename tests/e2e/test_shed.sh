@@ -2,7 +2,8 @@
 # Load shedding (DIARY_INGEST_MAX_LAG, ingest/shed.c) over a whole stack: with the worker
 # stopped, one user's writes are taken until their partition's apply lag passes the bound,
 # then answered 503 apply-behind with Retry-After (single writes and batches alike); a user on
-# another partition still writes; /metrics counts it; once the worker runs again the
+# another partition still writes; /metrics counts it; with the positions unreadable (primary
+# stopped) writes are taken again (fails open); once the primary and the worker run again the
 # partition drains and the same user's write is taken; every write answered 202 is applied,
 # the refused ones are not.
 set -uo pipefail
@@ -80,6 +81,15 @@ expect_status "B, on partition ${PART[B]}, still writes" 202
 
 check "diary_ingest_shed_total counts both" test "$(metric diary_ingest_shed_total)" = 2
 check "diary_ingest_apply_lag_max is A's lag" test "$(metric diary_ingest_apply_lag_max)" = $((MAX_LAG + 1))
+
+# --- the positions cannot be read: the guard cannot tell, and lets writes through ---------
+runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$RUN_DIR/pg/primary" -m fast -w -t 60 stop >/dev/null ||
+  bail "stop the primary"
+stale() { [ "$(metric diary_ingest_apply_lag_fresh)" = 0 ]; }
+check "diary_ingest_apply_lag_fresh is 0 once the primary is gone for 5 s" wait_for 20 "stale positions" stale
+http PUT /v1/weights/2026-01-20 '{"weight":90}' "${AUTH_A[@]}"
+expect_status "with the positions unknown A's write is taken (the guard fails open)" 202
+[ "$STATUS" = 202 ] && accepted=$((accepted + 1))
 
 # --- the apply resumes: the partition drains and takes writes again ------------------------
 "$top/scripts/stack.sh" up 2>"$RUN_DIR/up2.err" || { cat "$RUN_DIR/up2.err"; bail "restart the worker"; }
