@@ -7,8 +7,8 @@
 #include "log.h"
 #include "replwait.h"
 
-#define MAX_PARTITIONS   65536
-#define QUERY_TIMEOUT_MS 1000
+#define MAX_PARTITIONS 65536
+#define SHED_QUERY_MS  1000
 
 /* The query's own state, so that an answer arriving after shed_destroy finds s NULL. */
 struct shed_token {
@@ -30,7 +30,7 @@ struct shed {
     uint64_t refused;
 };
 
-static void poll_cb(PGresult *res, const char *err, void *arg)
+static void positions_read(PGresult *res, const char *err, void *arg)
 {
     struct shed_token *t = arg;
     shed_t *s = t->s;
@@ -55,7 +55,7 @@ static void poll_cb(PGresult *res, const char *err, void *arg)
     s->stale_logged = false;
 }
 
-static void tick_cb(evutil_socket_t fd, short what, void *arg)
+static void positions_tick(evutil_socket_t fd, short what, void *arg)
 {
     shed_t *s = arg;
     const char *params[2] = {s->group, s->topic};
@@ -67,7 +67,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     if (!t)
         return;
     t->s = s;
-    if (pgpool_query_timeout(s->pg, replwait_offsets_sql, 2, params, QUERY_TIMEOUT_MS, poll_cb,
+    if (pgpool_query_timeout(s->pg, replwait_offsets_sql, 2, params, SHED_QUERY_MS, positions_read,
                              t) != 0) {
         free(t); /* the pool is busy: the next tick tries again */
         return;
@@ -87,7 +87,7 @@ shed_t *shed_new(struct event_base *base, pgpool_t *pg, const char *group, const
     s->max_lag = max_lag;
     s->group = strdup(group);
     s->topic = strdup(topic);
-    s->tick = event_new(base, -1, EV_PERSIST, tick_cb, s);
+    s->tick = event_new(base, -1, EV_PERSIST, positions_tick, s);
     if (!s->group || !s->topic || !s->tick || event_add(s->tick, &tv) != 0) {
         shed_destroy(s);
         return NULL;
