@@ -424,8 +424,8 @@ def markdown(r):
             extra.append(f"worker: {wm['diary_worker_batches_total']:.0f} batches of {wm.get('mean_batch')} "
                          f"events on average, {wm.get('diary_worker_batch_seconds_total', 0):.1f} s in "
                          f"apply_batch and {wm.get('diary_worker_outbox_seconds_total', 0):.1f} s relaying")
-        if wm.get("diary_ingest_shed_total"):
-            extra.append(f"ingest refused {wm['diary_ingest_shed_total']:,.0f} writes with 503 apply-behind "
+        if x.get("ingest_shed"):
+            extra.append(f"ingest refused {x['ingest_shed']:,} writes with 503 apply-behind "
                          f"(load shedding: a partition's apply was more than DIARY_INGEST_MAX_LAG behind); "
                          f"they were never acknowledged and the check does not count them")
         if x.get("unsent", 0) > 0.001 * (x.get("requests") or 0):

@@ -118,25 +118,32 @@ static void sweep(replwait_t *w)
     }
 }
 
+int64_t *replwait_slot(int64_t **by_partition, size_t *n, long partition, int64_t fill)
+{
+    if (partition < 0 || partition >= MAX_PARTITIONS)
+        return NULL;
+    if ((size_t)partition >= *n) {
+        size_t want = (size_t)partition + 1;
+        int64_t *grown = realloc(*by_partition, want * sizeof(*grown));
+
+        if (!grown)
+            return NULL;
+        for (size_t k = *n; k < want; k++)
+            grown[k] = fill;
+        *by_partition = grown;
+        *n = want;
+    }
+    return &(*by_partition)[partition];
+}
+
 void replwait_read_offsets(const PGresult *res, int64_t **next_offset, size_t *npart)
 {
     for (int i = 0; i < PQntuples(res); i++) {
-        long part = strtol(PQgetvalue(res, i, 0), NULL, 10);
-        long long next = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+        int64_t *slot =
+            replwait_slot(next_offset, npart, strtol(PQgetvalue(res, i, 0), NULL, 10), -1);
 
-        if (part < 0 || part >= MAX_PARTITIONS)
-            continue;
-        if ((size_t)part >= *npart) {
-            size_t n = (size_t)part + 1;
-            int64_t *grown = realloc(*next_offset, n * sizeof(*grown));
-            if (!grown)
-                continue;
-            for (size_t k = *npart; k < n; k++)
-                grown[k] = -1;
-            *next_offset = grown;
-            *npart = n;
-        }
-        (*next_offset)[part] = next;
+        if (slot)
+            *slot = strtoll(PQgetvalue(res, i, 1), NULL, 10);
     }
 }
 

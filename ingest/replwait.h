@@ -58,6 +58,10 @@ size_t replwait_count(const replwait_t *w);
 extern const char replwait_offsets_sql[];
 void replwait_read_offsets(const PGresult *res, int64_t **next_offset, size_t *npart);
 
+/* The element of partition in an array by partition of *n elements, grown to hold it (new
+ * elements set to fill). NULL for a partition out of range or on ENOMEM. */
+int64_t *replwait_slot(int64_t **by_partition, size_t *n, long partition, int64_t fill);
+
 /* Monotonic milliseconds. */
 int64_t replwait_now_ms(void);
 

@@ -7,8 +7,7 @@
 #include "log.h"
 #include "replwait.h"
 
-#define MAX_PARTITIONS 65536
-#define SHED_QUERY_MS  1000
+#define SHED_QUERY_MS 1000
 
 /* The query's own state, so that an answer arriving after shed_destroy finds s NULL. */
 struct shed_token {
@@ -97,20 +96,10 @@ shed_t *shed_new(struct event_base *base, pgpool_t *pg, const char *group, const
 
 void shed_acked(shed_t *s, int32_t partition, int64_t offset)
 {
-    if (!s || partition < 0 || partition >= MAX_PARTITIONS || offset < 0)
-        return;
-    if ((size_t)partition >= s->nacked) {
-        size_t n = (size_t)partition + 1;
-        int64_t *grown = realloc(s->acked, n * sizeof(*grown));
+    int64_t *acked = s ? replwait_slot(&s->acked, &s->nacked, partition, 0) : NULL;
 
-        if (!grown)
-            return;
-        memset(grown + s->nacked, 0, (n - s->nacked) * sizeof(*grown));
-        s->acked = grown;
-        s->nacked = n;
-    }
-    if (offset + 1 > s->acked[partition])
-        s->acked[partition] = offset + 1;
+    if (acked && offset + 1 > *acked)
+        *acked = offset + 1;
 }
 
 int32_t shed_partition_of(const char *key, int32_t partitions)
@@ -137,14 +126,15 @@ bool shed_fresh(const shed_t *s)
 bool shed_refuse(shed_t *s, const char *key, int32_t partitions, int32_t *partition, int64_t *lag)
 {
     int32_t p;
+    int64_t l;
 
     if (!s || partitions <= 0 || !key || !*key || !shed_fresh(s))
         return false;
     p = shed_partition_of(key, partitions);
-    if (p < 0 || lag_of(s, (size_t)p) <= s->max_lag)
+    if (p < 0 || (l = lag_of(s, (size_t)p)) <= s->max_lag)
         return false;
     *partition = p;
-    *lag = lag_of(s, (size_t)p);
+    *lag = l;
     s->refused++;
     return true;
 }
@@ -158,9 +148,12 @@ int64_t shed_max_lag(const shed_t *s)
 {
     int64_t max = 0;
 
-    for (size_t p = 0; s && p < s->nacked; p++)
-        if (lag_of(s, p) > max)
-            max = lag_of(s, p);
+    for (size_t p = 0; s && p < s->nacked; p++) {
+        int64_t l = lag_of(s, p);
+
+        if (l > max)
+            max = l;
+    }
     return max;
 }
 

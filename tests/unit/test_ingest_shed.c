@@ -71,6 +71,34 @@ static void poll_with(shed_t *s, PGresult *res)
         PQclear(res);
 }
 
+/* Every test but the first: an event base and a shed with the bound 5 whose tick never fires
+ * by itself (the tests call positions_tick). */
+struct fixture {
+    struct event_base *base;
+    shed_t *s;
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+
+    if (!f || !(f->base = event_base_new()))
+        return -1;
+    f->s = shed_new(f->base, NULL, "diary-apply", "diary.events", 5, 3600 * 1000);
+    *state = f;
+    return f->s ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+
+    shed_destroy(f->s);
+    event_base_free(f->base);
+    free(f);
+    return 0;
+}
+
 /* A key that goes to partition p of 12 (found with the function under test, whose value is
  * pinned to CRC32 separately). */
 static const char *key_on(int32_t p)
@@ -97,13 +125,10 @@ static void partition_is_crc32_of_the_key(void **state)
 
 static void refuses_above_the_bound_on_that_partition_only(void **state)
 {
-    struct event_base *base = event_base_new();
-    shed_t *s = shed_new(base, NULL, "diary-apply", "diary.events", 5, 3600 * 1000);
+    shed_t *s = ((struct fixture *)*state)->s;
     int32_t part = -1;
     int64_t lag = -1;
 
-    (void)state;
-    assert_non_null(s);
     /* Partition 3: offsets 0..99 acknowledged, the group at 94: lag 6. Partition 4: offsets
      * up to 9 acknowledged, no row for the group (it applied nothing): lag 10. Partition 7:
      * lag exactly the bound. */
@@ -137,19 +162,14 @@ static void refuses_above_the_bound_on_that_partition_only(void **state)
     poll_with(s, offsets(1, (int[]){3}, (long long[]){95}));
     assert_false(shed_refuse(s, key_on(3), 12, &part, &lag));
     assert_int_equal(shed_max_lag(s), 10);
-
-    shed_destroy(s);
-    event_base_free(base);
 }
 
 static void stale_positions_let_writes_through(void **state)
 {
-    struct event_base *base = event_base_new();
-    shed_t *s = shed_new(base, NULL, "g", "t", 5, 3600 * 1000);
+    shed_t *s = ((struct fixture *)*state)->s;
     int32_t part;
     int64_t lag;
 
-    (void)state;
     shed_acked(s, 3, 99);
     poll_with(s, offsets(1, (int[]){3}, (long long[]){0}));
     assert_true(shed_refuse(s, key_on(3), 12, &part, &lag));
@@ -164,22 +184,19 @@ static void stale_positions_let_writes_through(void **state)
     poll_with(s, offsets(1, (int[]){3}, (long long[]){0}));
     assert_true(shed_refuse(s, key_on(3), 12, &part, &lag));
     assert_int_equal(shed_refused(s), 3);
-    shed_destroy(s);
-    event_base_free(base);
 }
 
 static void one_query_at_a_time_and_an_answer_after_destroy(void **state)
 {
-    struct event_base *base = event_base_new();
-    shed_t *s = shed_new(base, NULL, "g", "t", 5, 3600 * 1000);
+    struct fixture *f = *state;
     PGresult *res = offsets(1, (int[]){0}, (long long[]){1});
     int before = q.calls;
 
-    (void)state;
-    positions_tick(-1, 0, s);
-    positions_tick(-1, 0, s); /* the first is still in flight: no second query */
+    positions_tick(-1, 0, f->s);
+    positions_tick(-1, 0, f->s); /* the first is still in flight: no second query */
     assert_int_equal(q.calls, before + 1);
-    shed_destroy(s);
+    shed_destroy(f->s);
+    f->s = NULL;
     q.cb(res, NULL, q.arg); /* finds the token detached and frees it (ASan checks) */
     PQclear(res);
     /* NULL is a no-op everywhere a caller may hold NULL. */
@@ -187,16 +204,17 @@ static void one_query_at_a_time_and_an_answer_after_destroy(void **state)
     assert_int_equal(shed_refused(NULL), 0);
     assert_int_equal(shed_max_lag(NULL), 0);
     shed_destroy(NULL);
-    event_base_free(base);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(partition_is_crc32_of_the_key),
-        cmocka_unit_test(refuses_above_the_bound_on_that_partition_only),
-        cmocka_unit_test(stale_positions_let_writes_through),
-        cmocka_unit_test(one_query_at_a_time_and_an_answer_after_destroy),
+        cmocka_unit_test_setup_teardown(refuses_above_the_bound_on_that_partition_only, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(stale_positions_let_writes_through, setup, teardown),
+        cmocka_unit_test_setup_teardown(one_query_at_a_time_and_an_answer_after_destroy, setup,
+                                        teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
